@@ -95,10 +95,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // quoteIfName quotes token for an error message if it looks like a
-// subdirective name. Any other token may be a key written on the wrong
-// line, so it is left out of the message.
+// subdirective name: lowercase letters and '_', and shorter than
+// MinKeyLength, so that it cannot be a valid key. Any other token may be a
+// key written on the wrong line, so it is left out of the message.
 func quoteIfName(token string) string {
-	if len(token) > 20 {
+	if len(token) >= MinKeyLength {
 		return "(not shown)"
 	}
 	for i := 0; i < len(token); i++ {

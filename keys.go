@@ -168,32 +168,39 @@ func checkClientName(name string) error {
 // Each placeholder is first resolved on its own, so that an error can say
 // which one failed and why without showing the literal parts of the key.
 func resolveKey(repl *caddy.Replacer, client, rawKey string) (string, error) {
-	for _, name := range placeholderNames(rawKey) {
+	placeholders := placeholderNames(rawKey)
+	for _, name := range placeholders {
 		if err := checkPlaceholder(repl, name); err != nil {
 			return "", fmt.Errorf("client %q: key placeholder {%s} %v", client, name, err)
 		}
 	}
 
+	// keyName describes the key in errors by its placeholders only.
+	keyName := "key"
+	if len(placeholders) > 0 {
+		keyName = "key from {" + strings.Join(placeholders, "}{") + "}"
+	}
+
 	key, err := repl.ReplaceOrErr(rawKey, true, true)
 	if err != nil {
 		// The replacer's messages name placeholders, never their values.
-		return "", fmt.Errorf("client %q: resolving key: %v", client, err)
+		return "", fmt.Errorf("client %q: resolving %s: %v", client, keyName, err)
 	}
 	if key == "" {
-		return "", fmt.Errorf("client %q: key is empty; set it to a secret of at least "+
-			"%d bytes, for example from {env.NAME}", client, MinKeyLength)
+		return "", fmt.Errorf("client %q: %s is empty; set it to a secret of at least "+
+			"%d bytes, for example from {env.NAME}", client, keyName, MinKeyLength)
 	}
 	for i := 0; i < len(key); i++ {
 		if key[i] <= ' ' || key[i] > '~' {
-			return "", fmt.Errorf("client %q: key contains a space, a control character "+
-				"or a non-ASCII byte; a header value cannot carry it reliably. Check the "+
-				"source for stray whitespace or newlines, or generate a key with "+
-				"'openssl rand -base64 32'", client)
+			return "", fmt.Errorf("client %q: %s contains a space, a control character "+
+				"or a non-ASCII byte, which a header value cannot carry reliably. Check "+
+				"the source for stray whitespace or newlines, or generate a key with "+
+				"'openssl rand -base64 32'", client, keyName)
 		}
 	}
 	if len(key) < MinKeyLength {
-		return "", fmt.Errorf("client %q: key is shorter than %d bytes; generate a "+
-			"longer one with 'openssl rand -base64 32'", client, MinKeyLength)
+		return "", fmt.Errorf("client %q: %s is shorter than %d bytes; generate a "+
+			"longer one with 'openssl rand -base64 32'", client, keyName, MinKeyLength)
 	}
 	return key, nil
 }
@@ -253,21 +260,33 @@ func unwrapPathError(err error) error {
 }
 
 // placeholderNames returns the names of the placeholders in s, in order,
-// following the brace rules of caddy.Replacer: "\{" and "\}" are escaped
-// braces, and an opening brace without a closing one is literal text.
+// following the brace rules of caddy.Replacer in Caddy v2.11: "\{" and "\}"
+// are escaped braces, except that a "\}" at the very end still closes a
+// placeholder, and an opening brace without a closing one is literal text.
 func placeholderNames(s string) []string {
 	var names []string
 	for i := 0; i < len(s); i++ {
 		if s[i] != '{' || (i > 0 && s[i-1] == '\\') {
 			continue
 		}
-		end := i + 1
-		for end < len(s) && (s[end] != '}' || s[end-1] == '\\') {
-			end++
+
+		end := strings.IndexByte(s[i:], '}')
+		if end < 0 {
+			continue
 		}
-		if end == len(s) {
-			break
+		end += i
+		for end < len(s)-1 && s[end-1] == '\\' {
+			next := strings.IndexByte(s[end+1:], '}')
+			if next < 0 {
+				end = -1
+				break
+			}
+			end += next + 1
 		}
+		if end < 0 {
+			continue
+		}
+
 		names = append(names, s[i+1:end])
 		i = end
 	}

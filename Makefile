@@ -1,0 +1,26 @@
+# Build, demo and test commands. Each recipe is a script in scripts/.
+
+# The module's own sources; tests do not go into the binary.
+PLUGIN_SOURCES := go.mod go.sum $(filter-out %_test.go,$(wildcard *.go))
+
+.PHONY: run test clean
+
+# run: build Caddy with this module and run Caddyfile.example in front of a
+# stand-in scanner on http://localhost:8080
+run: bin/caddy bin/scanner
+	./scripts/demo.sh
+
+# test: gofmt, go vet, staticcheck and every test, including the e2e tests
+test:
+	./scripts/test.sh
+
+# clean: remove the built binaries and installed tools
+clean:
+	rm -rf bin
+
+# Rebuilt only when missing or older than the module's sources.
+bin/caddy: $(PLUGIN_SOURCES) scripts/build-caddy.sh scripts/tools.sh
+	./scripts/build-caddy.sh $@
+
+bin/scanner: demo/scanner/main.go go.mod
+	go build -o $@ ./demo/scanner

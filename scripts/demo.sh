@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Runs the gateway from Caddyfile.example in front of the stand-in scanner
+# on this machine: Caddy serves http://localhost:8080 and proxies to the
+# scanner on 127.0.0.1:8001. Ctrl-C stops both.
+#
+# Usage: make run   (builds bin/caddy and bin/scanner, then runs this)
+#
+# MAILSERVER_API_KEY is the key Caddy accepts. When it is unset, this script
+# generates a random demo key and prints it. When it is set but empty, Caddy
+# refuses to start, as it would in production.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+caddy=bin/caddy
+scanner=bin/scanner
+scanner_address=127.0.0.1:8001
+gateway_address=http://localhost:8080
+start_timeout_seconds=30
+
+for binary in "$caddy" "$scanner"; do
+	if [[ ! -x $binary ]]; then
+		echo "$binary is missing; run 'make run', which builds it first" >&2
+		exit 1
+	fi
+done
+
+key_generated=false
+if [[ -z ${MAILSERVER_API_KEY+set} ]]; then
+	MAILSERVER_API_KEY="$(openssl rand -base64 32 2>/dev/null || head -c 32 /dev/urandom | base64)"
+	key_generated=true
+fi
+export MAILSERVER_API_KEY
+export GATEWAY_ADDRESS="$gateway_address"
+export SCANNER_UPSTREAM="$scanner_address"
+
+scanner_pid=
+caddy_pid=
+stop_all() {
+	local pid
+	for pid in $caddy_pid $scanner_pid; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in $caddy_pid $scanner_pid; do
+		wait "$pid" 2>/dev/null || true
+	done
+}
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# port_open HOST PORT reports whether a TCP connection to HOST:PORT succeeds.
+port_open() {
+	(: <"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+# wait_for NAME PID HOST PORT polls until PID listens on HOST:PORT, and fails
+# if PID exits or start_timeout_seconds pass.
+wait_for() {
+	local name=$1 pid=$2 host=$3 port=$4 attempt
+	for ((attempt = 0; attempt < start_timeout_seconds * 10; attempt++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "$name exited during start; see its output above" >&2
+			exit 1
+		fi
+		if port_open "$host" "$port"; then
+			return
+		fi
+		sleep 0.1
+	done
+	echo "$name did not listen on $host:$port within $start_timeout_seconds s" >&2
+	exit 1
+}
+
+"$scanner" -listen "$scanner_address" &
+scanner_pid=$!
+wait_for scanner "$scanner_pid" 127.0.0.1 8001
+
+"$caddy" run --config Caddyfile.example --adapter caddyfile &
+caddy_pid=$!
+wait_for caddy "$caddy_pid" localhost 8080
+
+url="$gateway_address/scanner/scan/"
+{
+	echo
+	echo "The gateway is running on $gateway_address in front of the scanner on $scanner_address."
+	if [[ $key_generated == true ]]; then
+		echo "MAILSERVER_API_KEY was unset, so this run uses a random demo key. In another shell:"
+		echo
+		echo "  export MAILSERVER_API_KEY='$MAILSERVER_API_KEY'"
+	else
+		echo "Caddy uses MAILSERVER_API_KEY from your environment. In another shell that has it:"
+	fi
+	echo
+	echo "  # a valid key: 200 and the scanner's JSON verdict"
+	echo "  curl -i -H \"X-API-KEY: \$MAILSERVER_API_KEY\" --data-binary 'hello' $url"
+	echo
+	echo "  # no key: 401, and the scanner sees nothing"
+	echo "  curl -i --data-binary 'hello' $url"
+	echo
+	echo "  # a wrong key: 401"
+	echo "  curl -i -H 'X-API-KEY: not-the-key-0123456789' --data-binary 'hello' $url"
+	echo
+	echo "Press Ctrl-C to stop Caddy and the scanner."
+	echo
+} >&2
+
+# wait returns when Caddy exits; the EXIT trap then stops the scanner.
+status=0
+wait "$caddy_pid" || status=$?
+caddy_pid=
+exit "$status"
