@@ -93,6 +93,37 @@ func TestEquivalentKeyHeader(t *testing.T) {
 	}
 }
 
+// TestAliasHeadersDropped sends an admitted request that also carries
+// spellings of the key and client headers with '_' or '.'. A WSGI or CGI
+// backend maps such names onto the same variable as the hyphenated one, so
+// none of them may reach the upstream.
+func TestAliasHeadersDropped(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	aliases := []string{
+		"X_API_KEY", "X.API.KEY", "X-Api_Key", "x_api-key",
+		"X_API_CLIENT", "X.Api.Client", "X-Api_Client", "x_api.client",
+	}
+	headerLines := []string{"X-API-KEY: " + g.key}
+	for _, alias := range aliases {
+		headerLines = append(headerLines, alias+": admin")
+	}
+
+	resp := g.sendRaw(t, g.rawRequest(http.MethodGet, "/scanner/scan/", headerLines...))
+
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	requests := g.upstream.take()
+	require.Len(t, requests, 1)
+	assert.Equal(t, []string{"mailserver"}, requests[0].Header.Values("X-Api-Client"))
+	for name, values := range requests[0].Header {
+		folded := strings.NewReplacer("_", "-", ".", "-").Replace(strings.ToLower(name))
+		if folded == "x-api-client" {
+			assert.Equal(t, "X-Api-Client", name, "alias of the client header reached the upstream")
+			assert.Equal(t, []string{"mailserver"}, values)
+		}
+		assert.NotEqual(t, "x-api-key", folded, "key header %q reached the upstream", name)
+	}
+}
+
 func TestRejected(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
 	wrongKey := randomKey(t)
