@@ -112,6 +112,10 @@ func TestAdaptGolden(t *testing.T) {
 		{"handle", "handle", "api_key", "reverse_proxy"},
 		{"handle_path", "handle_path", "api_key", "reverse_proxy"},
 		{"basic_auth", "basic_auth", "api_key", "authentication"},
+		{"keys_file", "keys_file", "api_key", "reverse_proxy"},
+		{"allow", "allow", "api_key", "reverse_proxy"},
+		{"expires", "expires", "api_key", "reverse_proxy"},
+		{"hashed", "hashed", "api_key", "reverse_proxy"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.input, func(t *testing.T) {

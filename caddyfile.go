@@ -2,6 +2,7 @@ package apikey
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -30,14 +31,18 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 //	api_key [<matcher>] [<key>] {
 //		header        <field>
-//		key           <client> <key>
+//		key           <client> <key> [{
+//			expires <time>
+//		}]
+//		keys_file     <path>
+//		allow         <client...>
 //		forward_key
 //		client_header <field>
 //	}
 //
 // The matcher is taken off by Caddy before this runs. The shorthand <key>
-// defines one key for the client "default". Every setting but key may
-// appear once.
+// defines one key for the client "default". key and allow may be repeated;
+// every other setting may appear once.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume the directive name
 
@@ -61,12 +66,28 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 
 		case "key":
-			var client, key string
-			if !d.AllArgs(&client, &key) {
-				return d.Errf("key takes two arguments, the client name and the key, " +
-					"for example: key mailserver {env.MAILSERVER_API_KEY}")
+			key, err := parseKeyLine(d)
+			if err != nil {
+				return err
 			}
-			h.Keys = append(h.Keys, ClientKey{Client: client, Key: key})
+			h.Keys = append(h.Keys, key)
+
+		case "keys_file":
+			if h.KeysFile != "" {
+				return d.Errf("keys_file already set to %q", h.KeysFile)
+			}
+			if !d.AllArgs(&h.KeysFile) {
+				return d.Err("keys_file takes one argument, the path of the file, " +
+					"for example: keys_file /run/secrets/api_keys")
+			}
+
+		case "allow":
+			clients := d.RemainingArgs()
+			if len(clients) == 0 {
+				return d.Err("allow takes one or more client names, " +
+					"for example: allow mailserver backup")
+			}
+			h.Allow = append(h.Allow, clients...)
 
 		case "forward_key":
 			if h.ForwardKey {
@@ -88,10 +109,45 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 		default:
 			return d.Errf("unrecognized api_key subdirective %s; expected header, "+
-				"key, forward_key or client_header", quoteIfName(d.Val()))
+				"key, keys_file, allow, forward_key or client_header", quoteIfName(d.Val()))
 		}
 	}
 	return nil
+}
+
+// parseKeyLine parses "key <client> <key>" and its optional block.
+func parseKeyLine(d *caddyfile.Dispenser) (ClientKey, error) {
+	var key ClientKey
+	if !d.AllArgs(&key.Client, &key.Key) {
+		return key, d.Err("key takes two arguments, the client name and the key, " +
+			"for example: key mailserver {env.MAILSERVER_API_KEY}")
+	}
+	if err := checkClientName(key.Client); err != nil {
+		return key, d.Errf("key: %v", err)
+	}
+
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "expires":
+			if key.Expires != "" {
+				return key, d.Errf("client %q: expires already set to %q",
+					key.Client, key.Expires)
+			}
+			if !d.AllArgs(&key.Expires) {
+				return key, d.Errf("client %q: expires takes one argument, an RFC 3339 "+
+					"time, for example: expires 2027-01-31T00:00:00Z", key.Client)
+			}
+			if _, err := time.Parse(time.RFC3339, key.Expires); err != nil {
+				return key, d.Errf("client %q: expires %q is not an RFC 3339 time; "+
+					"write it like 2027-01-31T00:00:00Z", key.Client, key.Expires)
+			}
+
+		default:
+			return key, d.Errf("client %q: unrecognized key option %s; expected expires",
+				key.Client, quoteIfName(d.Val()))
+		}
+	}
+	return key, nil
 }
 
 // quoteIfName quotes token for an error message if it looks like a

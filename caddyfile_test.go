@@ -2,7 +2,10 @@ package apikey
 
 import (
 	"encoding/json"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -69,6 +72,96 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 					{Client: "default", Key: "{env.DEFAULT_KEY}"},
 					{Client: "mailserver", Key: "{env.MAILSERVER_API_KEY}"},
 				},
+				ClientHeader: "X-Api-Client",
+			},
+		},
+		{
+			name: "keys_file",
+			input: `api_key {
+				keys_file /etc/caddy/api-keys
+			}`,
+			want: Handler{KeysFile: "/etc/caddy/api-keys"},
+		},
+		{
+			name: "keys_file with placeholder",
+			input: `api_key {
+				keys_file {env.CREDENTIALS_DIRECTORY}/api-keys
+			}`,
+			want: Handler{KeysFile: "{env.CREDENTIALS_DIRECTORY}/api-keys"},
+		},
+		{
+			name: "allow lines accumulate",
+			input: `api_key {
+				key mailserver {env.MAILSERVER_API_KEY}
+				key scanner {env.SCANNER_API_KEY}
+				key backup {env.BACKUP_API_KEY}
+				allow mailserver
+				allow scanner backup
+			}`,
+			want: Handler{
+				Keys: []ClientKey{
+					{Client: "mailserver", Key: "{env.MAILSERVER_API_KEY}"},
+					{Client: "scanner", Key: "{env.SCANNER_API_KEY}"},
+					{Client: "backup", Key: "{env.BACKUP_API_KEY}"},
+				},
+				Allow: []string{"mailserver", "scanner", "backup"},
+			},
+		},
+		{
+			name: "key with expires block",
+			input: `api_key {
+				key mailserver {env.MAILSERVER_API_KEY} {
+					expires 2027-01-31T00:00:00Z
+				}
+				key scanner {env.SCANNER_API_KEY}
+			}`,
+			want: Handler{Keys: []ClientKey{
+				{Client: "mailserver", Key: "{env.MAILSERVER_API_KEY}", Expires: "2027-01-31T00:00:00Z"},
+				{Client: "scanner", Key: "{env.SCANNER_API_KEY}"},
+			}},
+		},
+		{
+			name: "expires with offset",
+			input: `api_key {
+				key mailserver {env.MAILSERVER_API_KEY} {
+					expires 2027-01-31T01:00:00+01:00
+				}
+			}`,
+			want: Handler{Keys: []ClientKey{
+				{Client: "mailserver", Key: "{env.MAILSERVER_API_KEY}", Expires: "2027-01-31T01:00:00+01:00"},
+			}},
+		},
+		{
+			name: "key with empty block",
+			input: `api_key {
+				key mailserver {env.MAILSERVER_API_KEY} {
+				}
+			}`,
+			want: Handler{Keys: []ClientKey{{Client: "mailserver", Key: "{env.MAILSERVER_API_KEY}"}}},
+		},
+		{
+			name: "hashed key",
+			input: `api_key {
+				key mailserver ` + digestOf(mailKey) + `
+			}`,
+			want: Handler{Keys: []ClientKey{{Client: "mailserver", Key: digestOf(mailKey)}}},
+		},
+		{
+			name: "every new subdirective",
+			input: `api_key {
+				key mailserver ` + digestOf(mailKey) + ` {
+					expires 2027-01-31T00:00:00Z
+				}
+				keys_file /etc/caddy/api-keys
+				allow mailserver scanner
+				client_header X-Api-Client
+			}`,
+			want: Handler{
+				Keys: []ClientKey{
+					{Client: "mailserver", Key: digestOf(mailKey), Expires: "2027-01-31T00:00:00Z"},
+				},
+				KeysFile:     "/etc/caddy/api-keys",
+				Allow:        []string{"mailserver", "scanner"},
 				ClientHeader: "X-Api-Client",
 			},
 		},
@@ -254,6 +347,127 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 			want: []string{"client_header already set", `"X-Api-Client"`, "Testfile:3"},
 		},
 		{
+			name: "key with invalid client name",
+			input: `api_key {
+				key mailserver {env.MAILSERVER_API_KEY}
+				key mail/server {env.SCANNER_API_KEY}
+			}`,
+			want:    []string{"client name is invalid", "not shown", "Testfile:3"},
+			secrets: []string{"mail/server"},
+		},
+		{
+			name: "key before client name",
+			input: `api_key {
+				key ` + secret + ` mailserver
+			}`,
+			want:    []string{"client name is invalid", "put the name before the key", "Testfile:2"},
+			secrets: []string{secret, "Zm9vYmFy"},
+		},
+		{
+			name: "key with client name too long",
+			input: `api_key {
+				key ` + strings.Repeat("m", 65) + ` {env.MAILSERVER_API_KEY}
+			}`,
+			want:    []string{"client name is invalid", "Testfile:2"},
+			secrets: []string{strings.Repeat("m", 65)},
+		},
+		{
+			name: "expires not RFC 3339",
+			input: `api_key {
+				key mailserver ` + secret + ` {
+					expires 2027-01-31
+				}
+			}`,
+			want:    []string{`client "mailserver"`, `"2027-01-31" is not an RFC 3339 time`, "Testfile:3"},
+			secrets: []string{secret},
+		},
+		{
+			name: "expires without zone",
+			input: `api_key {
+				key mailserver {env.MAILSERVER_API_KEY} {
+					expires 2027-01-31T00:00:00
+				}
+			}`,
+			want: []string{`client "mailserver"`, "not an RFC 3339 time", "Testfile:3"},
+		},
+		{
+			name: "expires without argument",
+			input: `api_key {
+				key mailserver {env.MAILSERVER_API_KEY} {
+					expires
+				}
+			}`,
+			want: []string{`client "mailserver"`, "expires takes one argument", "Testfile:3"},
+		},
+		{
+			name: "expires with two arguments",
+			input: `api_key {
+				key mailserver {env.MAILSERVER_API_KEY} {
+					expires 2027-01-31 00:00:00Z
+				}
+			}`,
+			want: []string{`client "mailserver"`, "expires takes one argument", "Testfile:3"},
+		},
+		{
+			name: "expires twice",
+			input: `api_key {
+				key mailserver {env.MAILSERVER_API_KEY} {
+					expires 2027-01-31T00:00:00Z
+					expires 2028-01-31T00:00:00Z
+				}
+			}`,
+			want: []string{`client "mailserver"`, "expires already set", "Testfile:4"},
+		},
+		{
+			name: "unknown key option",
+			input: `api_key {
+				key mailserver {env.MAILSERVER_API_KEY} {
+					expiry 2027-01-31T00:00:00Z
+				}
+			}`,
+			want: []string{`client "mailserver"`, `unrecognized key option "expiry"`, "Testfile:3"},
+		},
+		{
+			name: "key in key block",
+			input: `api_key {
+				key mailserver {env.MAILSERVER_API_KEY} {
+					` + secret + `
+				}
+			}`,
+			want:    []string{"unrecognized key option (not shown)", "Testfile:3"},
+			secrets: []string{secret},
+		},
+		{
+			name: "keys_file without argument",
+			input: `api_key {
+				keys_file
+			}`,
+			want: []string{"keys_file takes one argument", "Testfile:2"},
+		},
+		{
+			name: "keys_file with two arguments",
+			input: `api_key {
+				keys_file /etc/caddy/api-keys /etc/caddy/more-keys
+			}`,
+			want: []string{"keys_file takes one argument", "Testfile:2"},
+		},
+		{
+			name: "keys_file twice",
+			input: `api_key {
+				keys_file /etc/caddy/api-keys
+				keys_file /etc/caddy/more-keys
+			}`,
+			want: []string{"keys_file already set", `"/etc/caddy/api-keys"`, "Testfile:3"},
+		},
+		{
+			name: "allow without argument",
+			input: `api_key {
+				key mailserver {env.MAILSERVER_API_KEY}
+				allow
+			}`,
+			want: []string{"allow takes one or more client names", "Testfile:3"},
+		},
+		{
 			name:    "two shorthand keys",
 			input:   `api_key ` + mailKey + ` ` + secret,
 			want:    []string{"at most one key argument", "Testfile:1"},
@@ -406,4 +620,59 @@ func TestCaddyfileShorthandSlashKey(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "no API keys configured")
 	assert.NotContains(t, err.Error(), mailKey)
+}
+
+// TestCaddyfileKeyOptionsProvision adapts a Caddyfile with a hashed key
+// that expires, a keys file and an allow list, loads the handler from the
+// JSON and checks which keys it admits before and after the expiry.
+func TestCaddyfileKeyOptionsProvision(t *testing.T) {
+	keysFile := writeKeysFile(t, "scanner "+scannerKey+"\nbackup "+backupKey+"\n", 0o600)
+	config := adaptCaddyfile(t, ":8080 {\n"+
+		"\tapi_key {\n"+
+		"\t\tkey mailserver "+digestOf(mailKey)+" {\n"+
+		"\t\t\texpires 2027-01-31T00:00:00Z\n"+
+		"\t\t}\n"+
+		"\t\tkeys_file "+keysFile+"\n"+
+		"\t\tallow mailserver\n"+
+		"\t\tallow scanner\n"+
+		"\t}\n"+
+		"}\n")
+	routes := adaptedRoutes(t, config)
+	require.Len(t, routes, 1)
+	require.Len(t, routes[0].Handle, 1)
+	var h Handler
+	require.NoError(t, json.Unmarshal(routes[0].Handle[0], &h))
+	now := time.Date(2027, 1, 30, 0, 0, 0, 0, time.UTC)
+	h.now = func() time.Time { return now }
+	provisionHandler(t, &h)
+
+	mailBefore := serveWithKey(&h, mailKey)
+	scanner := serveWithKey(&h, scannerKey)
+	backup := serveWithKey(&h, backupKey)
+	now = time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)
+	mailAfter := serveWithKey(&h, mailKey)
+
+	assert.NoError(t, mailBefore.err)
+	assert.NoError(t, scanner.err)
+	assert.Equal(t, http.StatusForbidden, requireHandlerError(t, backup.err).StatusCode)
+	assert.Equal(t, http.StatusUnauthorized, requireHandlerError(t, mailAfter.err).StatusCode)
+}
+
+func TestHandlerJSON(t *testing.T) {
+	input := `{
+		"handler": "api_key",
+		"keys": [{"client": "mailserver", "key": "{env.K}", "expires": "2027-01-31T00:00:00Z"}],
+		"keys_file": "/etc/caddy/api-keys",
+		"allow": ["mailserver", "scanner"]
+	}`
+	var h Handler
+
+	err := json.Unmarshal([]byte(input), &h)
+
+	require.NoError(t, err)
+	assert.Equal(t, Handler{
+		Keys:     []ClientKey{{Client: "mailserver", Key: "{env.K}", Expires: "2027-01-31T00:00:00Z"}},
+		KeysFile: "/etc/caddy/api-keys",
+		Allow:    []string{"mailserver", "scanner"},
+	}, h)
 }

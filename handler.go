@@ -2,7 +2,9 @@ package apikey
 
 import (
 	"errors"
+	"io"
 	"net/http"
+	"strings"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -11,75 +13,174 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-// Rejection reasons, as logged. The errors carry no part of the presented
-// value, because Caddy logs handler errors and exposes them to
-// handle_errors as {http.error.message}.
-var (
-	errKeyMissing   = errors.New("API key missing")
-	errKeyInvalid   = errors.New("API key invalid")
-	errKeyDuplicate = errors.New("API key header sent more than once")
-)
-
-var rejectionReasons = map[error]string{
-	errKeyMissing:   "missing",
-	errKeyInvalid:   "invalid",
-	errKeyDuplicate: "duplicate",
+// rejection is one reason to turn a request away. Its error carries no
+// part of the presented value, because Caddy logs handler errors and
+// exposes them to handle_errors as {http.error.message}.
+type rejection struct {
+	status int
+	reason string // logged
+	err    error  // returned to Caddy
 }
 
+var errKeyInvalid = errors.New("API key invalid")
+
+var (
+	rejectMissing   = &rejection{http.StatusUnauthorized, "missing", errors.New("API key missing")}
+	rejectDuplicate = &rejection{http.StatusUnauthorized, "duplicate",
+		errors.New("API key header sent more than once")}
+	rejectInvalid = &rejection{http.StatusUnauthorized, "invalid", errKeyInvalid}
+
+	// An expired key gets the same error as an invalid one, so only the
+	// log distinguishes them.
+	rejectExpired   = &rejection{http.StatusUnauthorized, "expired", errKeyInvalid}
+	rejectForbidden = &rejection{http.StatusForbidden, "forbidden",
+		errors.New("API key not allowed on this route")}
+)
+
 // ServeHTTP passes the request to next if it carries exactly one value of
-// the key header and that value is a configured key. Otherwise it returns a
-// 401 handler error, and next is not called.
+// the key header and that value is a configured, unexpired key of an
+// allowed client. Otherwise it returns a 401 or 403 handler error, and next
+// is not called.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	values := r.Header[h.keyHeader]
 	switch {
 	case len(values) == 0 || (len(values) == 1 && values[0] == ""):
-		return h.reject(w, r, errKeyMissing)
+		return h.reject(w, r, rejectMissing, "")
 	case len(values) > 1:
-		return h.reject(w, r, errKeyDuplicate)
+		return h.reject(w, r, rejectDuplicate, "")
 	}
 
-	client, ok := h.keys.lookup(values[0])
+	entry, ok := h.keys.lookup(values[0])
 	if !ok {
-		return h.reject(w, r, errKeyInvalid)
+		return h.reject(w, r, rejectInvalid, "")
+	}
+	if entry.expired(h.now()) {
+		return h.reject(w, r, rejectExpired, entry.client)
+	}
+	if !entry.allowed {
+		return h.reject(w, r, rejectForbidden, entry.client)
 	}
 
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl != nil {
-		repl.Set("http.auth.user.id", client)
+		repl.Set("http.auth.user.id", entry.client)
 	}
 	if !h.ForwardKey {
 		delete(r.Header, h.keyHeader)
 	}
 	if h.clientHeader != "" {
-		r.Header[h.clientHeader] = []string{client}
+		r.Header[h.clientHeader] = []string{entry.client}
+		if connection := r.Header["Connection"]; len(connection) > 0 {
+			r.Header["Connection"] = removeToken(connection, h.clientHeader)
+		}
+	}
+	if r.Trailer != nil && r.Body != nil && r.Body != http.NoBody {
+		r.Body = &trailerFilter{ReadCloser: r.Body, trailer: r.Trailer, names: h.filteredTrailers}
 	}
 
 	return next.ServeHTTP(w, r)
 }
 
-// reject logs the rejection and returns the 401 handler error.
-func (h *Handler) reject(w http.ResponseWriter, r *http.Request, reason error) error {
+// removeToken returns the values of a comma-separated header such as
+// Connection with every token equal to name, ignoring case, removed. A
+// Connection token naming the client header would make reverse_proxy
+// remove that header as hop-by-hop. It returns values itself, without
+// allocating, when no token matches.
+func removeToken(values []string, name string) []string {
+	found := false
+	for _, value := range values {
+		if containsToken(value, name) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return values
+	}
+
+	kept := make([]string, 0, len(values))
+	for _, value := range values {
+		var tokens []string
+		for rest := value; rest != ""; {
+			var token string
+			token, rest, _ = strings.Cut(rest, ",")
+			if !strings.EqualFold(strings.TrimSpace(token), name) {
+				tokens = append(tokens, token)
+			}
+		}
+		if len(tokens) > 0 {
+			kept = append(kept, strings.Join(tokens, ","))
+		}
+	}
+	return kept
+}
+
+// containsToken reports whether the comma-separated value contains name,
+// ignoring case and surrounding whitespace.
+func containsToken(value, name string) bool {
+	for rest := value; rest != ""; {
+		var token string
+		token, rest, _ = strings.Cut(rest, ",")
+		if strings.EqualFold(strings.TrimSpace(token), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// trailerFilter deletes names from a request's trailers when its body
+// reaches the end, which is when net/http fills them in. Declared trailers
+// share their map with the request that reverse_proxy forwards, so without
+// it a trailer could carry the key, or a second, client-chosen client
+// name, to the upstream.
+type trailerFilter struct {
+	io.ReadCloser
+	trailer http.Header
+	names   []string
+}
+
+func (f *trailerFilter) Read(p []byte) (int, error) {
+	n, err := f.ReadCloser.Read(p)
+	if err == io.EOF {
+		for _, name := range f.names {
+			delete(f.trailer, name)
+		}
+	}
+	return n, err
+}
+
+// reject logs the rejection and returns its handler error. The client is
+// named when the key was valid but expired or not allowed.
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, rejected *rejection,
+	client string,
+) error {
 	header := w.Header()
-	header.Set("Www-Authenticate", h.challenge)
+	if rejected.status == http.StatusUnauthorized {
+		header.Set("Www-Authenticate", h.challenge)
+	}
 
 	// Over HTTP/1.x, a body the handler did not read is drained by net/http
 	// before the response is written, because Caddy's body wrappers hide
 	// the Expect: 100-continue state from it. A client that waits for
 	// 100 Continue then stalls until a read timeout. Closing the connection
-	// instead sends the 401 at once and leaves the body unread.
+	// instead sends the response at once and leaves the body unread.
 	if r.ProtoMajor == 1 && r.ContentLength != 0 {
 		header.Set("Connection", "close")
 	}
 
 	if entry := h.logger.Check(zapcore.DebugLevel, "request rejected"); entry != nil {
 		clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-		entry.Write(
-			zap.String("reason", rejectionReasons[reason]),
+		fields := []zap.Field{
+			zap.String("reason", rejected.reason),
 			zap.String("client_ip", clientIP),
 			zap.String("method", r.Method),
 			zap.String("path", r.URL.Path),
-		)
+		}
+		if client != "" {
+			fields = append(fields, zap.String("client", client))
+		}
+		entry.Write(fields...)
 	}
 
-	return caddyhttp.Error(http.StatusUnauthorized, reason)
+	return caddyhttp.Error(rejected.status, rejected.err)
 }

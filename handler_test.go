@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -107,24 +108,24 @@ func TestServeHTTPRejections(t *testing.T) {
 	tests := []struct {
 		name   string
 		values []string // values of X-API-KEY, nil for no header
-		reason error
+		reason *rejection
 	}{
-		{"missing", nil, errKeyMissing},
-		{"empty value", []string{""}, errKeyMissing},
-		{"wrong key", []string{scannerKey}, errKeyInvalid},
-		{"near miss at end", []string{nearMiss}, errKeyInvalid},
-		{"near miss at start", []string{"n" + mailKey[1:]}, errKeyInvalid},
-		{"other case", []string{strings.ToUpper(mailKey)}, errKeyInvalid},
-		{"prefix of key", []string{mailKey[:len(mailKey)-4]}, errKeyInvalid},
-		{"suffix of key", []string{mailKey[4:]}, errKeyInvalid},
-		{"key as prefix", []string{mailKey + "0"}, errKeyInvalid},
-		{"key as suffix", []string{"0" + mailKey}, errKeyInvalid},
-		{"key with space", []string{mailKey + " "}, errKeyInvalid},
-		{"two valid values", []string{mailKey, mailKey}, errKeyDuplicate},
-		{"valid then wrong", []string{mailKey, scannerKey}, errKeyDuplicate},
-		{"wrong then valid", []string{scannerKey, mailKey}, errKeyDuplicate},
-		{"empty then valid", []string{"", mailKey}, errKeyDuplicate},
-		{"two empty values", []string{"", ""}, errKeyDuplicate},
+		{"missing", nil, rejectMissing},
+		{"empty value", []string{""}, rejectMissing},
+		{"wrong key", []string{scannerKey}, rejectInvalid},
+		{"near miss at end", []string{nearMiss}, rejectInvalid},
+		{"near miss at start", []string{"n" + mailKey[1:]}, rejectInvalid},
+		{"other case", []string{strings.ToUpper(mailKey)}, rejectInvalid},
+		{"prefix of key", []string{mailKey[:len(mailKey)-4]}, rejectInvalid},
+		{"suffix of key", []string{mailKey[4:]}, rejectInvalid},
+		{"key as prefix", []string{mailKey + "0"}, rejectInvalid},
+		{"key as suffix", []string{"0" + mailKey}, rejectInvalid},
+		{"key with space", []string{mailKey + " "}, rejectInvalid},
+		{"two valid values", []string{mailKey, mailKey}, rejectDuplicate},
+		{"valid then wrong", []string{mailKey, scannerKey}, rejectDuplicate},
+		{"wrong then valid", []string{scannerKey, mailKey}, rejectDuplicate},
+		{"empty then valid", []string{"", mailKey}, rejectDuplicate},
+		{"two empty values", []string{"", ""}, rejectDuplicate},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -140,7 +141,7 @@ func TestServeHTTPRejections(t *testing.T) {
 
 			handlerErr := requireHandlerError(t, err)
 			assert.Equal(t, http.StatusUnauthorized, handlerErr.StatusCode)
-			assert.ErrorIs(t, err, tt.reason)
+			assert.ErrorIs(t, err, tt.reason.err)
 			assert.Equal(t, `APIKey header="X-API-KEY"`, w.Header().Get("WWW-Authenticate"))
 			assert.Empty(t, w.Header().Get("Connection"), "GET without body")
 			assert.Zero(t, next.calls, "next handler ran")
@@ -318,7 +319,7 @@ func TestServeHTTPCustomHeader(t *testing.T) {
 
 		handlerErr := requireHandlerError(t, err)
 		assert.Equal(t, http.StatusUnauthorized, handlerErr.StatusCode)
-		assert.ErrorIs(t, err, errKeyMissing)
+		assert.ErrorIs(t, err, rejectMissing.err)
 		assert.Equal(t, `APIKey header="X-Scanner-Token"`, w.Header().Get("WWW-Authenticate"))
 		assert.Zero(t, next.calls)
 	})
@@ -594,4 +595,495 @@ func TestServeHTTPConcurrent(t *testing.T) {
 	for failure := range failures {
 		t.Error(failure)
 	}
+}
+
+// served is the outcome of one request sent with serveWithKey.
+type served struct {
+	err      error
+	recorder *httptest.ResponseRecorder
+	next     *nextHandler
+	repl     *caddy.Replacer
+}
+
+// serveWithKey sends one GET request with the key header set to key
+// through h.
+func serveWithKey(h *Handler, key string) served {
+	r, repl := newTestRequest(http.MethodGet, nil)
+	r.Header.Set("X-API-KEY", key)
+	result := served{recorder: httptest.NewRecorder(), next: new(nextHandler), repl: repl}
+	result.err = h.ServeHTTP(result.recorder, r, result.next)
+	return result
+}
+
+func TestServeHTTPHashedKey(t *testing.T) {
+	h := provisionHandler(t, &Handler{
+		Keys: []ClientKey{
+			{Client: "mailserver", Key: digestOf(mailKey)},
+			{Client: "scanner", Key: scannerKey},
+		},
+		ClientHeader: "X-Api-Client",
+	})
+	tests := []struct {
+		name   string
+		key    string
+		client string // "" for a rejected key
+	}{
+		{"plaintext of digest", mailKey, "mailserver"},
+		{"plaintext key", scannerKey, "scanner"},
+		{"digest itself", digestOf(mailKey), ""},
+		{"hex of digest", strings.TrimPrefix(digestOf(mailKey), digestPrefix), ""},
+		{"digest of plaintext key", digestOf(scannerKey), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := serveWithKey(h, tt.key)
+
+			if tt.client == "" {
+				handlerErr := requireHandlerError(t, got.err)
+				assert.Equal(t, http.StatusUnauthorized, handlerErr.StatusCode)
+				assert.ErrorIs(t, got.err, errKeyInvalid)
+				assert.Zero(t, got.next.calls)
+				return
+			}
+			require.NoError(t, got.err)
+			require.Equal(t, 1, got.next.calls)
+			userID, _ := got.repl.Get("http.auth.user.id")
+			assert.Equal(t, tt.client, userID)
+			assert.Equal(t, []string{tt.client}, got.next.request.Header.Values("X-Api-Client"))
+			assert.Empty(t, got.next.request.Header.Values("X-API-KEY"))
+		})
+	}
+}
+
+// newExpiringHandler returns a provisioned handler whose client
+// "mailserver" has a key that expires at expires, and whose client
+// "scanner" has a key without expiry. Its clock returns *now.
+func newExpiringHandler(t *testing.T, expires time.Time, now *time.Time) *Handler {
+	t.Helper()
+	*now = expires.Add(-time.Hour)
+	return provisionHandler(t, &Handler{
+		Keys: []ClientKey{
+			{Client: "mailserver", Key: mailKey, Expires: expires.Format(time.RFC3339Nano)},
+			{Client: "scanner", Key: scannerKey},
+		},
+		now: func() time.Time { return *now },
+	})
+}
+
+func TestServeHTTPExpiry(t *testing.T) {
+	expires := time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name     string
+		now      time.Time
+		admitted bool
+	}{
+		{"a day before", expires.Add(-24 * time.Hour), true},
+		{"one nanosecond before", expires.Add(-time.Nanosecond), true},
+		{"at expiry", expires, true},
+		{"one nanosecond after", expires.Add(time.Nanosecond), false},
+		{"a year after", expires.AddDate(1, 0, 0), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var now time.Time
+			h := newExpiringHandler(t, expires, &now)
+			now = tt.now
+
+			got := serveWithKey(h, mailKey)
+			withoutExpiry := serveWithKey(h, scannerKey)
+
+			require.NoError(t, withoutExpiry.err, "a key without expiry")
+			assert.Equal(t, 1, withoutExpiry.next.calls)
+			if tt.admitted {
+				require.NoError(t, got.err)
+				assert.Equal(t, 1, got.next.calls)
+				return
+			}
+			handlerErr := requireHandlerError(t, got.err)
+			assert.Equal(t, http.StatusUnauthorized, handlerErr.StatusCode)
+			assert.ErrorIs(t, got.err, errKeyInvalid)
+			assert.Equal(t, `APIKey header="X-API-KEY"`, got.recorder.Header().Get("WWW-Authenticate"))
+			assert.Zero(t, got.next.calls, "next handler ran")
+			_, found := got.repl.Get("http.auth.user.id")
+			assert.False(t, found, "http.auth.user.id set for an expired key")
+		})
+	}
+}
+
+// TestServeHTTPExpiredLikeInvalid checks that a client cannot tell an
+// expired key from an invalid one.
+func TestServeHTTPExpiredLikeInvalid(t *testing.T) {
+	expires := time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)
+	var now time.Time
+	h := newExpiringHandler(t, expires, &now)
+	now = expires.Add(time.Second)
+
+	expired := serveWithKey(h, mailKey)
+	invalid := serveWithKey(h, backupKey)
+
+	expiredErr := requireHandlerError(t, expired.err)
+	invalidErr := requireHandlerError(t, invalid.err)
+	assert.Equal(t, invalidErr.StatusCode, expiredErr.StatusCode)
+	assert.ErrorIs(t, expired.err, errKeyInvalid)
+	assert.Equal(t, invalidErr.Err.Error(), expiredErr.Err.Error())
+	assert.Equal(t, invalid.recorder.Header(), expired.recorder.Header())
+	assert.Equal(t, invalid.recorder.Code, expired.recorder.Code)
+	assert.Equal(t, invalid.recorder.Body.String(), expired.recorder.Body.String())
+}
+
+func TestServeHTTPForbidden(t *testing.T) {
+	h := provisionHandler(t, &Handler{
+		Keys: []ClientKey{
+			{Client: "mailserver", Key: mailKey},
+			{Client: "scanner", Key: scannerKey},
+			{Client: "backup", Key: digestOf(backupKey)},
+		},
+		Allow:        []string{"scanner", "backup"},
+		ClientHeader: "X-Api-Client",
+	})
+
+	t.Run("not allowed", func(t *testing.T) {
+		r, repl := newTestRequest(http.MethodGet, nil)
+		r.Header.Set("X-API-KEY", mailKey)
+		r.Header.Set("X-Api-Client", "forged")
+		w := httptest.NewRecorder()
+		next := new(nextHandler)
+
+		err := h.ServeHTTP(w, r, next)
+
+		handlerErr := requireHandlerError(t, err)
+		assert.Equal(t, http.StatusForbidden, handlerErr.StatusCode)
+		assert.ErrorIs(t, err, rejectForbidden.err)
+		assert.Equal(t, "API key not allowed on this route", handlerErr.Err.Error())
+		assert.NotContains(t, err.Error(), mailKey)
+		assert.NotContains(t, err.Error(), "mailserver")
+		assert.Empty(t, w.Header().Values("WWW-Authenticate"), "403 with a challenge")
+		assert.Zero(t, next.calls, "next handler ran")
+		assert.Zero(t, w.Body.Len(), "handler wrote a body")
+		_, found := repl.Get("http.auth.user.id")
+		assert.False(t, found, "http.auth.user.id set on a forbidden request")
+		assert.Equal(t, []string{"forged"}, r.Header.Values("X-Api-Client"), "a forbidden request was changed")
+		assert.Equal(t, []string{mailKey}, r.Header.Values("X-API-KEY"), "a forbidden request was changed")
+	})
+
+	for key, client := range map[string]string{scannerKey: "scanner", backupKey: "backup"} {
+		t.Run(client+" allowed", func(t *testing.T) {
+			got := serveWithKey(h, key)
+
+			require.NoError(t, got.err)
+			assert.Equal(t, 1, got.next.calls)
+			userID, _ := got.repl.Get("http.auth.user.id")
+			assert.Equal(t, client, userID)
+		})
+	}
+
+	t.Run("unknown key", func(t *testing.T) {
+		got := serveWithKey(h, "unkn0wn-key-0123456789")
+
+		handlerErr := requireHandlerError(t, got.err)
+		assert.Equal(t, http.StatusUnauthorized, handlerErr.StatusCode)
+		assert.Equal(t, `APIKey header="X-API-KEY"`, got.recorder.Header().Get("WWW-Authenticate"))
+		assert.Zero(t, got.next.calls)
+	})
+}
+
+// TestServeHTTPForbiddenWithBody checks that a forbidden request with a
+// body closes its HTTP/1.1 connection without reading the body, as a 401
+// does.
+func TestServeHTTPForbiddenWithBody(t *testing.T) {
+	h := provisionHandler(t, &Handler{
+		Keys: []ClientKey{
+			{Client: "mailserver", Key: mailKey},
+			{Client: "scanner", Key: scannerKey},
+		},
+		Allow: []string{"scanner"},
+	})
+	body := &countingBody{data: strings.NewReader("payload")}
+	r, _ := newTestRequest(http.MethodPost, body)
+	r.ContentLength = int64(len("payload"))
+	r.Header.Set("X-API-KEY", mailKey)
+	w := httptest.NewRecorder()
+
+	err := h.ServeHTTP(w, r, new(nextHandler))
+
+	handlerErr := requireHandlerError(t, err)
+	assert.Equal(t, http.StatusForbidden, handlerErr.StatusCode)
+	assert.Equal(t, "close", w.Header().Get("Connection"))
+	assert.Zero(t, body.reads)
+}
+
+// TestServeHTTPExpiredNotAllowed checks that an expired key of a client
+// left out of the allow list gets 401, as an invalid key does, and not
+// 403, which would show that the key was once valid.
+func TestServeHTTPExpiredNotAllowed(t *testing.T) {
+	expires := time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)
+	now := expires.Add(-time.Hour)
+	h := provisionHandler(t, &Handler{
+		Keys: []ClientKey{
+			{Client: "mailserver", Key: mailKey, Expires: "2027-01-31T00:00:00Z"},
+			{Client: "scanner", Key: scannerKey},
+		},
+		Allow: []string{"scanner"},
+		now:   func() time.Time { return now },
+	})
+	now = expires.Add(time.Hour)
+
+	got := serveWithKey(h, mailKey)
+
+	handlerErr := requireHandlerError(t, got.err)
+	assert.Equal(t, http.StatusUnauthorized, handlerErr.StatusCode)
+	assert.ErrorIs(t, got.err, errKeyInvalid)
+	assert.Equal(t, `APIKey header="X-API-KEY"`, got.recorder.Header().Get("WWW-Authenticate"))
+	assert.Zero(t, got.next.calls)
+}
+
+func TestServeHTTPLogsExpiredAndForbidden(t *testing.T) {
+	expires := time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)
+	now := expires.Add(-time.Hour)
+	h := provisionHandler(t, &Handler{
+		Keys: []ClientKey{
+			{Client: "mailserver", Key: mailKey, Expires: "2027-01-31T00:00:00Z"},
+			{Client: "scanner", Key: scannerKey},
+			{Client: "backup", Key: backupKey},
+		},
+		Allow: []string{"mailserver", "scanner"},
+		now:   func() time.Time { return now },
+	})
+	now = expires.Add(time.Hour)
+	tests := []struct {
+		key    string
+		reason string
+		client any // nil for no client field
+	}{
+		{mailKey, "expired", "mailserver"},
+		{backupKey, "forbidden", "backup"},
+		{"unkn0wn-key-0123456789", "invalid", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.reason, func(t *testing.T) {
+			logs := observeLogs(h)
+			r, _ := newTestRequest(http.MethodGet, nil)
+			r.Header.Set("X-API-KEY", tt.key)
+
+			_ = h.ServeHTTP(httptest.NewRecorder(), r, new(nextHandler))
+
+			entries := logs.All()
+			require.Len(t, entries, 1)
+			fields := entries[0].ContextMap()
+			assert.Equal(t, zapcore.DebugLevel, entries[0].Level)
+			assert.Equal(t, "request rejected", entries[0].Message)
+			assert.Equal(t, tt.reason, fields["reason"])
+			assert.Equal(t, tt.client, fields["client"])
+			assert.Equal(t, testClientIP, fields["client_ip"])
+			assert.NotContains(t, entryText(entries[0]), tt.key)
+		})
+	}
+}
+
+func TestServeHTTPConnectionHeader(t *testing.T) {
+	tests := []struct {
+		name       string
+		connection []string // values of Connection sent by the client
+		want       []string // tokens expected to remain, in order
+	}{
+		{"only client header", []string{"X-Api-Client"}, nil},
+		{"after keep-alive", []string{"keep-alive, X-Api-Client"}, []string{"keep-alive"}},
+		{"before keep-alive", []string{"X-Api-Client, keep-alive"}, []string{"keep-alive"}},
+		{"lowercase", []string{"keep-alive, x-api-client"}, []string{"keep-alive"}},
+		{"uppercase", []string{"X-API-CLIENT,Upgrade"}, []string{"Upgrade"}},
+		{"no spaces", []string{"keep-alive,X-Api-Client,Upgrade"}, []string{"keep-alive", "Upgrade"}},
+		{"extra whitespace", []string{"keep-alive ,\t X-Api-Client \t, Upgrade"}, []string{"keep-alive", "Upgrade"}},
+		{"twice", []string{"X-Api-Client, keep-alive, x-api-client"}, []string{"keep-alive"}},
+		{"in second value", []string{"keep-alive", "Upgrade, X-Api-Client"}, []string{"keep-alive", "Upgrade"}},
+		{"similar names kept", []string{"X-Api-Client-Id, X-Api-Clients"}, []string{"X-Api-Client-Id", "X-Api-Clients"}},
+		{"without client header", []string{"keep-alive"}, []string{"keep-alive"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := provisionHandler(t, &Handler{
+				Keys:         []ClientKey{{Client: "mailserver", Key: mailKey}},
+				ClientHeader: "X-Api-Client",
+			})
+			r, _ := newTestRequest(http.MethodGet, nil)
+			r.Header.Set("X-API-KEY", mailKey)
+			r.Header["Connection"] = append([]string(nil), tt.connection...)
+			next := new(nextHandler)
+
+			err := h.ServeHTTP(httptest.NewRecorder(), r, next)
+
+			require.NoError(t, err)
+			require.Equal(t, 1, next.calls)
+			assert.Equal(t, tt.want, connectionTokens(r.Header["Connection"]))
+			assert.Equal(t, []string{"mailserver"}, r.Header.Values("X-Api-Client"))
+		})
+	}
+}
+
+// connectionTokens splits the values of a Connection header into trimmed,
+// non-empty tokens.
+func connectionTokens(values []string) []string {
+	var tokens []string
+	for _, value := range values {
+		for token := range strings.SplitSeq(value, ",") {
+			if token = strings.TrimSpace(token); token != "" {
+				tokens = append(tokens, token)
+			}
+		}
+	}
+	return tokens
+}
+
+// TestServeHTTPConnectionHeaderUntouched checks the requests whose
+// Connection header the handler leaves as it is: without client_header,
+// and when the request is rejected.
+func TestServeHTTPConnectionHeaderUntouched(t *testing.T) {
+	t.Run("no client_header", func(t *testing.T) {
+		h := newMailHandler(t)
+		r, _ := newTestRequest(http.MethodGet, nil)
+		r.Header.Set("X-API-KEY", mailKey)
+		r.Header.Set("Connection", "keep-alive, X-Api-Client")
+
+		err := h.ServeHTTP(httptest.NewRecorder(), r, new(nextHandler))
+
+		require.NoError(t, err)
+		assert.Equal(t, []string{"keep-alive, X-Api-Client"}, r.Header["Connection"])
+	})
+
+	t.Run("rejected", func(t *testing.T) {
+		h := provisionHandler(t, &Handler{
+			Keys:         []ClientKey{{Client: "mailserver", Key: mailKey}},
+			ClientHeader: "X-Api-Client",
+		})
+		r, _ := newTestRequest(http.MethodGet, nil)
+		r.Header.Set("X-API-KEY", scannerKey)
+		r.Header.Set("Connection", "keep-alive, X-Api-Client")
+
+		err := h.ServeHTTP(httptest.NewRecorder(), r, new(nextHandler))
+
+		requireHandlerError(t, err)
+		assert.Equal(t, []string{"keep-alive, X-Api-Client"}, r.Header["Connection"])
+	})
+}
+
+func TestRemoveToken(t *testing.T) {
+	values := []string{"keep-alive, Upgrade"}
+
+	kept := removeToken(values, "X-Api-Client")
+
+	assert.Equal(t, []string{"keep-alive, Upgrade"}, kept)
+	assert.Same(t, &values[0], &kept[0], "values copied although no token matched")
+}
+
+// trailerBody is a request body that fills in its request's trailers when
+// it reaches the end, as net/http's server does.
+type trailerBody struct {
+	data     io.Reader
+	trailer  http.Header
+	received http.Header // the trailer fields the client sent
+}
+
+func (b *trailerBody) Read(p []byte) (int, error) {
+	n, err := b.data.Read(p)
+	if err == io.EOF {
+		for name, values := range b.received {
+			b.trailer[name] = values
+		}
+	}
+	return n, err
+}
+
+func (b *trailerBody) Close() error { return nil }
+
+// trailerRecorder is a next handler that reads the whole body and records
+// the request's trailers afterwards, as a proxy does.
+type trailerRecorder struct {
+	calls   int
+	body    string
+	trailer http.Header
+}
+
+func (n *trailerRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	n.calls++
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err
+	}
+	n.body = string(body)
+	n.trailer = r.Trailer.Clone()
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func TestServeHTTPTrailers(t *testing.T) {
+	tests := []struct {
+		name         string
+		forwardKey   bool
+		clientHeader string
+		want         http.Header
+	}{
+		{
+			name:         "key and client header removed",
+			clientHeader: "X-Api-Client",
+			want:         http.Header{"X-Checksum": {"abc123"}},
+		},
+		{
+			name: "key removed without client_header",
+			want: http.Header{"X-Api-Client": {"admin"}, "X-Checksum": {"abc123"}},
+		},
+		{
+			name:         "forward_key keeps key trailer",
+			forwardKey:   true,
+			clientHeader: "X-Api-Client",
+			want:         http.Header{"X-Api-Key": {scannerKey}, "X-Checksum": {"abc123"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := provisionHandler(t, &Handler{
+				Keys:         []ClientKey{{Client: "mailserver", Key: mailKey}},
+				ForwardKey:   tt.forwardKey,
+				ClientHeader: tt.clientHeader,
+			})
+			r, _ := newTestRequest(http.MethodPost, nil)
+			r.Header.Set("X-API-KEY", mailKey)
+			r.ContentLength = -1
+			r.Trailer = http.Header{"X-Api-Client": nil, "X-Api-Key": nil, "X-Checksum": nil}
+			r.Body = &trailerBody{
+				data:    strings.NewReader("payload"),
+				trailer: r.Trailer,
+				received: http.Header{
+					"X-Api-Client": {"admin"},
+					"X-Api-Key":    {scannerKey},
+					"X-Checksum":   {"abc123"},
+				},
+			}
+			next := new(trailerRecorder)
+
+			err := h.ServeHTTP(httptest.NewRecorder(), r, next)
+
+			require.NoError(t, err)
+			require.Equal(t, 1, next.calls)
+			assert.Equal(t, "payload", next.body)
+			assert.Equal(t, tt.want, next.trailer)
+		})
+	}
+}
+
+// TestServeHTTPNoTrailersBodyUntouched checks that a request without
+// declared trailers keeps its own body.
+func TestServeHTTPNoTrailersBodyUntouched(t *testing.T) {
+	h := provisionHandler(t, &Handler{
+		Keys:         []ClientKey{{Client: "mailserver", Key: mailKey}},
+		ClientHeader: "X-Api-Client",
+	})
+	body := &countingBody{data: strings.NewReader("payload")}
+	r, _ := newTestRequest(http.MethodPost, body)
+	r.Header.Set("X-API-KEY", mailKey)
+	next := new(nextHandler)
+
+	err := h.ServeHTTP(httptest.NewRecorder(), r, next)
+
+	require.NoError(t, err)
+	require.Equal(t, 1, next.calls)
+	assert.Same(t, body, next.request.Body)
 }

@@ -175,13 +175,15 @@ func loadConfig(t *testing.T, caddyfile string) (int, string) {
 	return response.StatusCode, string(body)
 }
 
-// recordedRequest is what the upstream saw of one request.
+// recordedRequest is what the upstream saw of one request. Trailer is
+// recorded after the body is read, when net/http has filled it in.
 type recordedRequest struct {
-	Method string
-	Path   string
-	Proto  string
-	Header http.Header
-	Body   []byte
+	Method  string
+	Path    string
+	Proto   string
+	Header  http.Header
+	Body    []byte
+	Trailer http.Header
 }
 
 // upstream is an HTTP server on 127.0.0.1 that records every request it
@@ -206,11 +208,12 @@ func (u *upstream) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	u.mu.Lock()
 	u.requests = append(u.requests, recordedRequest{
-		Method: r.Method,
-		Path:   r.URL.Path,
-		Proto:  r.Proto,
-		Header: r.Header.Clone(),
-		Body:   body,
+		Method:  r.Method,
+		Path:    r.URL.Path,
+		Proto:   r.Proto,
+		Header:  r.Header.Clone(),
+		Body:    body,
+		Trailer: r.Trailer.Clone(),
 	})
 	u.mu.Unlock()
 
@@ -1067,12 +1070,14 @@ func TestIntegrationLoadErrorHidesKey(t *testing.T) {
 
 // logEntry is one JSON line of Caddy's log.
 type logEntry struct {
-	Level   string   `json:"level"`
-	Logger  string   `json:"logger"`
-	Message string   `json:"msg"`
-	Reason  string   `json:"reason"`
-	Client  string   `json:"client_ip"`
-	Clients []string `json:"clients"`
+	Level      string   `json:"level"`
+	Logger     string   `json:"logger"`
+	Message    string   `json:"msg"`
+	Reason     string   `json:"reason"`
+	Client     string   `json:"client_ip"`
+	Clients    []string `json:"clients"`
+	ClientName string   `json:"client"`
+	KeysFile   string   `json:"keys_file"`
 }
 
 // exampleSnippet returns the definition of the snippet name in
@@ -1191,17 +1196,7 @@ http://localhost:9080 {
 // of these tests added and the site moved to http://localhost:9080, and
 // checks the responses a client gets and the requests the upstream receives.
 func TestIntegrationExample(t *testing.T) {
-	up := startUpstream(t)
-	t.Setenv("MAILSERVER_API_KEY", mailKey)
-	t.Setenv("GATEWAY_ADDRESS", "http://localhost:9080")
-	t.Setenv("SCANNER_UPSTREAM", up.address())
-	example, err := os.ReadFile("Caddyfile.example")
-	require.NoError(t, err)
-	const globalsStart = "{\n\temail ops@example.com\n"
-	require.Contains(t, string(example), globalsStart)
-	config := strings.Replace(string(example), globalsStart,
-		"{\n\tadmin localhost:2999\n\tpersist_config off\n\tskip_install_trust\n\temail ops@example.com\n", 1)
-	startCaddy(t, config)
+	up := startExample(t)
 	client := newClient()
 
 	rejected := send(t, client, http.MethodPost, "http://localhost:9080/scanner/scan",
@@ -1233,4 +1228,366 @@ func TestIntegrationExample(t *testing.T) {
 		assert.Equal(t, http.StatusUnauthorized, response.StatusCode, "path %s", path)
 	}
 	assert.Len(t, up.received(), 2, "upstream received a request without a key")
+}
+
+// TestIntegrationConnectionHeader sends Connection headers that name the
+// client header. reverse_proxy removes the headers that Connection names,
+// so without the handler's hardening the upstream would not receive
+// X-Api-Client.
+func TestIntegrationConnectionHeader(t *testing.T) {
+	up := startProxySite(t)
+	// Outside /scanner/*, without api_key, reverse_proxy removes what
+	// Connection names.
+	control := rawExchange(t, "GET /public HTTP/1.1\r\nHost: localhost:9080\r\n"+
+		"X-Api-Client: admin\r\nConnection: keep-alive, X-Api-Client\r\n\r\n")
+	_ = control.Body.Close()
+	require.Equal(t, http.StatusOK, control.StatusCode)
+	require.Len(t, up.received(), 1)
+	require.Empty(t, up.received()[0].Header.Values("X-Api-Client"),
+		"reverse_proxy kept a header that Connection names")
+	tests := []struct {
+		name       string
+		connection string // Connection header lines
+	}{
+		{"after keep-alive", "Connection: keep-alive, X-Api-Client\r\n"},
+		{"lowercase", "Connection: keep-alive, x-api-client\r\n"},
+		{"alone", "Connection: X-Api-Client\r\n"},
+		{"second line", "Connection: keep-alive\r\nConnection: X-API-CLIENT\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(up.received())
+
+			response := rawExchange(t, "GET /scanner/scan HTTP/1.1\r\nHost: localhost:9080\r\n"+
+				"X-Api-Key: "+mailKey+"\r\nX-Api-Client: admin\r\n"+tt.connection+"\r\n")
+			_ = response.Body.Close()
+
+			assert.Equal(t, http.StatusOK, response.StatusCode)
+			requests := up.received()[before:]
+			require.Len(t, requests, 1)
+			assert.Equal(t, []string{"mailserver"}, requests[0].Header.Values("X-Api-Client"))
+			assert.Empty(t, requests[0].Header.Values("X-Api-Key"))
+		})
+	}
+}
+
+// chunkedRequest is a POST of the body "payload" to path with chunked
+// encoding, the header lines headers, and the trailer fields X-Api-Client,
+// X-Api-Key and X-Checksum after the body.
+func chunkedRequest(path, headers string) string {
+	return "POST " + path + " HTTP/1.1\r\n" +
+		"Host: localhost:9080\r\n" +
+		"Transfer-Encoding: chunked\r\n" +
+		"Connection: close\r\n" +
+		headers +
+		"\r\n" +
+		"7\r\npayload\r\n" +
+		"0\r\n" +
+		"X-Api-Client: admin\r\n" +
+		"X-Api-Key: " + scannerKey + "\r\n" +
+		"X-Checksum: abc123\r\n" +
+		"\r\n"
+}
+
+// TestIntegrationTrailers sends request trailers named like the key and
+// client headers. They must not reach the upstream, while other trailers
+// do.
+func TestIntegrationTrailers(t *testing.T) {
+	tests := []struct {
+		name       string
+		forwardKey bool
+		declared   bool
+		// wantKey lists the values of the X-Api-Key trailer that the
+		// upstream must receive.
+		wantKey []string
+	}{
+		{"declared", false, true, nil},
+		{"declared with forward_key", true, true, []string{scannerKey}},
+		{"undeclared", false, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("APIKEY_IT_MAIL", mailKey)
+			up := startUpstream(t)
+			options := "client_header X-Api-Client"
+			if tt.forwardKey {
+				options += "\n\t\tforward_key"
+			}
+			startCaddy(t, caddyfileWith("", fmt.Sprintf(`http://localhost:9080 {
+	reverse_proxy %s
+	api_key /scanner/* {
+		key mailserver {env.APIKEY_IT_MAIL}
+		%s
+	}
+}
+`, up.address(), options)))
+			headers := "X-Api-Key: " + mailKey + "\r\n"
+			if tt.declared {
+				headers += "Trailer: X-Api-Client, X-Api-Key, X-Checksum\r\n"
+			}
+
+			// Outside /scanner/*, without api_key, declared trailers reach
+			// the upstream. Caddy v2.11.9 forwards no undeclared ones.
+			control := rawExchange(t, chunkedRequest("/public/upload", headers))
+			_ = control.Body.Close()
+			require.Equal(t, http.StatusOK, control.StatusCode)
+			require.Len(t, up.received(), 1)
+			if tt.declared {
+				require.Equal(t, []string{"admin"}, up.received()[0].Trailer.Values("X-Api-Client"),
+					"reverse_proxy did not forward a declared trailer")
+			}
+
+			response := rawExchange(t, chunkedRequest("/scanner/upload", headers))
+			_ = response.Body.Close()
+
+			assert.Equal(t, http.StatusOK, response.StatusCode)
+			requests := up.received()[1:]
+			require.Len(t, requests, 1)
+			assert.Equal(t, "payload", string(requests[0].Body))
+			assert.Equal(t, []string{"mailserver"}, requests[0].Header.Values("X-Api-Client"))
+			assert.Empty(t, requests[0].Trailer.Values("X-Api-Client"), "trailers %v", requests[0].Trailer)
+			assert.Equal(t, tt.wantKey, requests[0].Trailer.Values("X-Api-Key"), "trailers %v", requests[0].Trailer)
+			if tt.declared {
+				assert.Equal(t, []string{"abc123"}, requests[0].Trailer.Values("X-Checksum"),
+					"an unrelated trailer did not reach the upstream")
+			}
+		})
+	}
+}
+
+// TestIntegrationKeysFileAllowHashed loads clients from a world-readable
+// keys file and a hashed key line, with an allow list on one route, and
+// checks the responses, what the upstream receives and the warnings the
+// config load logs.
+func TestIntegrationKeysFileAllowHashed(t *testing.T) {
+	up := startUpstream(t)
+	logDir := t.TempDir()
+	defaultLog := filepath.Join(logDir, "default.log")
+	soon := time.Now().Add(7 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	keysFile := writeKeysFile(t, "# clients\n"+
+		"scanner "+scannerKey+"\n"+
+		"backup "+digestOf(backupKey)+" "+soon+"\n", 0o644)
+	config := caddyfileWith(fmt.Sprintf("\tlog default {\n\t\toutput file %s\n\t\tformat json\n"+
+		"\t\tlevel DEBUG\n\t}\n", defaultLog), fmt.Sprintf(`http://localhost:9080 {
+	handle /admin/* {
+		api_key {
+			key mailserver %[1]s
+			key ops %[2]s
+			keys_file %[3]s
+			allow ops backup
+		}
+		reverse_proxy %[4]s
+	}
+	handle {
+		api_key {
+			key mailserver %[1]s
+			key ops %[2]s
+			keys_file %[3]s
+			client_header X-Api-Client
+		}
+		reverse_proxy %[4]s
+	}
+}
+`, digestOf(mailKey), "ops-K9dF3gH7jL1zX5cV8bN2mQ4w", keysFile, up.address()))
+	startCaddy(t, config)
+	client := newClient()
+
+	mailScan := send(t, client, http.MethodGet, "http://localhost:9080/scanner/scan", []string{mailKey}, "")
+	backupScan := send(t, client, http.MethodGet, "http://localhost:9080/scanner/scan", []string{backupKey}, "")
+	digestScan := send(t, client, http.MethodGet, "http://localhost:9080/scanner/scan",
+		[]string{digestOf(mailKey)}, "")
+	mailAdmin := send(t, client, http.MethodGet, "http://localhost:9080/admin/users", []string{mailKey}, "")
+	scannerAdmin := send(t, client, http.MethodGet, "http://localhost:9080/admin/users",
+		[]string{scannerKey}, "")
+	opsAdmin := send(t, client, http.MethodGet, "http://localhost:9080/admin/users",
+		[]string{"ops-K9dF3gH7jL1zX5cV8bN2mQ4w"}, "")
+	backupAdmin := send(t, client, http.MethodGet, "http://localhost:9080/admin/users",
+		[]string{backupKey}, "")
+
+	assert.Equal(t, http.StatusOK, mailScan.status, "hashed key line")
+	assert.Equal(t, http.StatusOK, backupScan.status, "hashed key in the keys file")
+	assert.Equal(t, http.StatusUnauthorized, digestScan.status, "the digest itself")
+	assert.Equal(t, http.StatusForbidden, mailAdmin.status)
+	assert.Empty(t, mailAdmin.header.Values("Www-Authenticate"), "403 with a challenge")
+	assert.Equal(t, http.StatusForbidden, scannerAdmin.status)
+	assert.Equal(t, http.StatusOK, opsAdmin.status)
+	assert.Equal(t, http.StatusOK, backupAdmin.status)
+	requests := up.received()
+	require.Len(t, requests, 4, "upstream must see only the admitted requests")
+	assert.Equal(t, []string{"mailserver"}, requests[0].Header.Values("X-Api-Client"))
+	assert.Equal(t, []string{"backup"}, requests[1].Header.Values("X-Api-Client"))
+	for _, request := range requests {
+		assert.Empty(t, request.Header.Values("X-Api-Key"))
+	}
+
+	// The log is not filtered, so Caddy's own lines show the key header;
+	// only the handler's lines are checked for keys.
+	content, err := os.ReadFile(defaultLog)
+	require.NoError(t, err)
+	warned := map[string][]string{}
+	forbidden := map[string]bool{}
+	for _, line := range bytes.Split(content, []byte("\n")) {
+		var entry logEntry
+		if json.Unmarshal(line, &entry) != nil || entry.Logger != "http.handlers.api_key" {
+			continue
+		}
+		for _, secret := range []string{mailKey, scannerKey, backupKey, "ops-K9dF3gH7jL1zX5cV8bN2mQ4w"} {
+			assert.NotContains(t, string(line), secret)
+		}
+		switch {
+		case entry.Level == "warn":
+			warned[entry.Message] = append(warned[entry.Message], entry.ClientName+entry.KeysFile)
+		case entry.Message == "request rejected" && entry.Reason == "forbidden":
+			forbidden[entry.ClientName] = true
+		}
+	}
+	var readable, expiring, written []string
+	for message, subjects := range warned {
+		switch {
+		case strings.HasPrefix(message, "keys file is readable by every user"):
+			readable = append(readable, subjects...)
+		case strings.HasPrefix(message, "API key expires soon"):
+			expiring = append(expiring, subjects...)
+		case strings.HasPrefix(message, "API key is written in the config"):
+			written = append(written, subjects...)
+		}
+	}
+	// Each of the two handlers logs its own warnings.
+	assert.Equal(t, []string{keysFile, keysFile}, readable)
+	assert.Equal(t, []string{"backup", "backup"}, expiring)
+	assert.Equal(t, []string{"ops", "ops"}, written, "only the plaintext key line")
+	assert.Equal(t, map[string]bool{"mailserver": true, "scanner": true}, forbidden)
+}
+
+// TestIntegrationLoadErrorKeysFile loads a config whose keys file has an
+// expired key. The load fails with an error that names the client and the
+// line but no key, and the previous config stays active.
+func TestIntegrationLoadErrorKeysFile(t *testing.T) {
+	up := startProxySite(t)
+	keysFile := writeKeysFile(t, "scanner "+scannerKey+"\nbackup "+backupKey+" 2020-01-01T00:00:00Z\n", 0o600)
+
+	status, body := loadConfig(t, caddyfileWith("", fmt.Sprintf(`http://localhost:9080 {
+	reverse_proxy %s
+	api_key {
+		keys_file %s
+	}
+}
+`, up.address(), keysFile)))
+
+	assert.NotEqual(t, http.StatusOK, status)
+	assert.Contains(t, body, `client \"backup\"`)
+	assert.Contains(t, body, keysFile+", line 2")
+	assert.Contains(t, body, "expired at 2020-01-01T00:00:00Z")
+	assert.NotContains(t, body, backupKey)
+	assert.NotContains(t, body, scannerKey)
+	got := send(t, newClient(), http.MethodGet, "http://localhost:9080/scanner/scan",
+		[]string{mailKey}, "")
+	assert.Equal(t, http.StatusOK, got.status, "the previous config must stay active")
+}
+
+// startExample starts an upstream and loads Caddyfile.example in front of
+// it, with the admin address of these tests added and the site moved to
+// http://localhost:9080.
+func startExample(t *testing.T) *upstream {
+	t.Helper()
+	up := startUpstream(t)
+	t.Setenv("MAILSERVER_API_KEY", mailKey)
+	t.Setenv("GATEWAY_ADDRESS", "http://localhost:9080")
+	t.Setenv("SCANNER_UPSTREAM", up.address())
+	example, err := os.ReadFile("Caddyfile.example")
+	require.NoError(t, err)
+	const globalsStart = "{\n\temail ops@example.com\n"
+	require.Contains(t, string(example), globalsStart)
+	config := strings.Replace(string(example), globalsStart,
+		"{\n\tadmin localhost:2999\n\tpersist_config off\n\tskip_install_trust\n\temail ops@example.com\n", 1)
+	startCaddy(t, config)
+	return up
+}
+
+// TestIntegrationExampleClientHeader checks that with Caddyfile.example
+// the upstream receives X-Api-Client only as set by api_key: a value the
+// client sends is replaced under /scanner and removed everywhere else.
+func TestIntegrationExampleClientHeader(t *testing.T) {
+	up := startExample(t)
+	tests := []struct {
+		path string
+		key  bool
+		want []string // X-Api-Client at the upstream
+	}{
+		{"/scanner/scan", true, []string{"mailserver"}},
+		{"/Scanner/scan", true, []string{"mailserver"}},
+		{"/", false, nil},
+		{"/public/page", false, nil},
+	}
+	for _, tt := range tests {
+		keyLine := ""
+		if tt.key {
+			keyLine = "X-Api-Key: " + mailKey + "\r\n"
+		}
+
+		response := rawExchange(t, "GET "+tt.path+" HTTP/1.1\r\nHost: localhost:9080\r\n"+keyLine+
+			"X-Api-Client: admin\r\nConnection: close\r\n\r\n")
+		_ = response.Body.Close()
+
+		assert.Equal(t, http.StatusOK, response.StatusCode, "path %s", tt.path)
+	}
+
+	requests := up.received()
+	require.Len(t, requests, len(tests))
+	for i, tt := range tests {
+		assert.Equal(t, tt.want, requests[i].Header.Values("X-Api-Client"), "path %s", tt.path)
+	}
+}
+
+// TestIntegrationTrailersH2C sends request trailers named like the key and
+// client headers over HTTP/2, whose server fills in trailers differently
+// from HTTP/1.1's.
+func TestIntegrationTrailersH2C(t *testing.T) {
+	t.Setenv("APIKEY_IT_MAIL", mailKey)
+	up := startUpstream(t)
+	startCaddy(t, caddyfileWith("\tservers :9080 {\n\t\tprotocols h1 h2c\n\t}\n",
+		fmt.Sprintf(proxySite, up.address())))
+	transport := &http.Transport{
+		DialContext: localDialer(),
+		Protocols:   new(http.Protocols),
+	}
+	transport.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(transport.CloseIdleConnections)
+	client := newClientWith(transport)
+	// sendWithTrailers posts "payload" to path with the three trailers.
+	sendWithTrailers := func(path string) *http.Response {
+		request, err := http.NewRequest(http.MethodPost, "http://localhost:9080"+path,
+			io.NopCloser(strings.NewReader("payload")))
+		require.NoError(t, err)
+		request.ContentLength = -1
+		request.Header.Set("X-Api-Key", mailKey)
+		request.Trailer = http.Header{
+			"X-Api-Client": {"admin"},
+			"X-Api-Key":    {scannerKey},
+			"X-Checksum":   {"abc123"},
+		}
+		response, err := client.Do(request)
+		require.NoError(t, err)
+		_ = response.Body.Close()
+		return response
+	}
+
+	// Outside /scanner/*, without api_key, the trailers reach the upstream.
+	control := sendWithTrailers("/public/upload")
+	require.Equal(t, http.StatusOK, control.StatusCode)
+	require.Equal(t, 2, control.ProtoMajor)
+	require.Len(t, up.received(), 1)
+	require.Equal(t, []string{"admin"}, up.received()[0].Trailer.Values("X-Api-Client"),
+		"reverse_proxy did not forward a trailer")
+
+	response := sendWithTrailers("/scanner/upload")
+
+	assert.Equal(t, http.StatusOK, response.StatusCode)
+	requests := up.received()[1:]
+	require.Len(t, requests, 1)
+	assert.Equal(t, "payload", string(requests[0].Body))
+	assert.Equal(t, []string{"mailserver"}, requests[0].Header.Values("X-Api-Client"))
+	assert.Empty(t, requests[0].Trailer.Values("X-Api-Client"), "trailers %v", requests[0].Trailer)
+	assert.Empty(t, requests[0].Trailer.Values("X-Api-Key"), "trailers %v", requests[0].Trailer)
+	assert.Equal(t, []string{"abc123"}, requests[0].Trailer.Values("X-Checksum"))
 }

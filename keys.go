@@ -4,11 +4,14 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -22,6 +25,10 @@ const MinKeyLength = 16
 // {http.auth.user.id} placeholder and in client_header.
 const maxClientNameLength = 64
 
+// digestPrefix marks a key given as the hex SHA-256 digest of the secret
+// rather than the secret itself.
+const digestPrefix = "sha256:"
+
 // ClientKey is one accepted key and the name of the client that holds it.
 type ClientKey struct {
 	// Client names the service that holds the key. The name is logged,
@@ -29,26 +36,52 @@ type ClientKey struct {
 	// unique and may contain only letters, digits, '.', '_' and '-'.
 	Client string `json:"client"`
 
-	// Key is the secret the client presents. It may be a literal or
+	// Key is the secret the client presents, or "sha256:" followed by the
+	// 64 hex digits of the secret's SHA-256 digest. It may be a literal or
 	// contain {env.NAME} and {file.PATH} placeholders, which are resolved
 	// when the config is provisioned; no other placeholders are accepted.
-	// The resolved key must be at least 16 bytes of printable ASCII
-	// without spaces, and must differ from every other client's key.
+	// A secret must be at least 16 bytes of printable ASCII without
+	// spaces, and every client's key must differ from the others.
 	Key string `json:"key"`
+
+	// Expires is the time, in RFC 3339 format, after which the key is
+	// rejected. A config whose key has already expired does not load.
+	// Default: the key does not expire.
+	Expires string `json:"expires,omitempty"`
 }
 
-// keyEntry is a configured key after provisioning: only its SHA-256
-// digest is kept, never the key itself.
+// resolvedKey is a configured key after placeholders are resolved: only
+// its digest is kept, never the secret.
+type resolvedKey struct {
+	client  string
+	digest  [sha256.Size]byte
+	expires time.Time
+
+	// origin is where the key was configured, for error messages.
+	origin string
+}
+
+// keyEntry is one key as the request path uses it.
 type keyEntry struct {
-	digest [sha256.Size]byte
-	client string
+	digest  [sha256.Size]byte
+	client  string
+	expires time.Time
+
+	// allowed is false for a client that the handler's allow list leaves
+	// out: its key is valid, but the request gets 403.
+	allowed bool
 }
 
-// keyring finds the client for a presented key. Lookup hashes the
-// presented value, finds a candidate by the first 8 bytes of the digest
-// and compares full digests with crypto/subtle, so its cost neither
-// depends on how much of the value matches a key nor grows with the
-// number of keys.
+// expired reports whether the entry has an expiry time and now is after it.
+func (e *keyEntry) expired(now time.Time) bool {
+	return !e.expires.IsZero() && now.After(e.expires)
+}
+
+// keyring finds the entry for a presented key. Lookup hashes the presented
+// value, finds a candidate by the first 8 bytes of the digest and compares
+// full digests with crypto/subtle. Its cost therefore does not depend on
+// how much of the value matches a key, and does not grow with the number
+// of keys.
 type keyring struct {
 	entries []keyEntry
 	index   map[uint64]int
@@ -58,75 +91,141 @@ type keyring struct {
 	decoy keyEntry
 }
 
-// newKeyring resolves the placeholders in each configured key and indexes
-// the resulting digests. Every error names the client and, where one is at
+// resolveClientKeys resolves the placeholders of each configured key and
+// parses its expiry. Every error names the client and, where one is at
 // fault, the placeholder; no error contains any part of a key.
-func newKeyring(repl *caddy.Replacer, keys []ClientKey) (*keyring, error) {
+func resolveClientKeys(repl *caddy.Replacer, keys []ClientKey) ([]resolvedKey, error) {
+	resolved := make([]resolvedKey, 0, len(keys))
+	for i, configured := range keys {
+		if err := checkClientName(configured.Client); err != nil {
+			return nil, fmt.Errorf("keys[%d]: %v", i, err)
+		}
+
+		key, err := resolveKey(repl, configured.Client, configured.Key)
+		if err != nil {
+			return nil, err
+		}
+		digest, err := parseKey(key)
+		if err != nil {
+			return nil, fmt.Errorf("keys[%d]: %s: %s %v", i,
+				clientLabel(configured.Client, configured.Key), describeKey(configured.Key), err)
+		}
+
+		var expires time.Time
+		if configured.Expires != "" {
+			expires, err = time.Parse(time.RFC3339, configured.Expires)
+			if err != nil {
+				return nil, fmt.Errorf("client %q: expiry %q is not an RFC 3339 time; "+
+					"write it like 2027-01-31T00:00:00Z", configured.Client, configured.Expires)
+			}
+		}
+
+		resolved = append(resolved, resolvedKey{
+			client:  configured.Client,
+			digest:  digest,
+			expires: expires,
+			origin:  "key " + configured.Client,
+		})
+	}
+	return resolved, nil
+}
+
+// newKeyring indexes the resolved keys. It rejects an empty list, a client
+// name used twice and a key shared by two clients.
+func newKeyring(keys []resolvedKey) (*keyring, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("no API keys configured; add 'key <client> <key>' " +
-			"to the api_key block, for example: key mailserver {env.MAILSERVER_API_KEY}")
+			"or keys_file to the api_key block, for example: " +
+			"key mailserver {env.MAILSERVER_API_KEY}")
 	}
 
 	ring := &keyring{
 		entries: make([]keyEntry, 0, len(keys)),
 		index:   make(map[uint64]int, len(keys)),
 	}
-	seenClients := make(map[string]bool, len(keys))
-	for _, configured := range keys {
-		if err := checkClientName(configured.Client); err != nil {
-			return nil, err
+	origins := make(map[string]string, len(keys))
+	for _, key := range keys {
+		if first, seen := origins[key.client]; seen {
+			return nil, fmt.Errorf("client %q is configured twice (%s, %s); give each "+
+				"key its own client name, for example %s-2",
+				key.client, first, key.origin, key.client)
 		}
-		if seenClients[configured.Client] {
-			return nil, fmt.Errorf("client %q is configured twice; give each key "+
-				"its own client name, for example %s-2", configured.Client, configured.Client)
-		}
-		seenClients[configured.Client] = true
+		origins[key.client] = key.origin
 
-		key, err := resolveKey(repl, configured.Client, configured.Key)
-		if err != nil {
-			return nil, err
-		}
-		if err := ring.add(configured.Client, sha256.Sum256([]byte(key))); err != nil {
+		if err := ring.add(key); err != nil {
 			return nil, err
 		}
 	}
 	return ring, nil
 }
 
-// add indexes one digest, rejecting a key that another client already
-// holds.
-func (k *keyring) add(client string, digest [sha256.Size]byte) error {
-	prefix := digestPrefix(digest)
+// add indexes one key, rejecting a key that another client already holds.
+func (k *keyring) add(key resolvedKey) error {
+	prefix := indexOf(key.digest)
 	if i, found := k.index[prefix]; found {
-		if k.entries[i].digest == digest {
+		if k.entries[i].digest == key.digest {
 			return fmt.Errorf("clients %q and %q have the same key; "+
-				"every client needs its own key", k.entries[i].client, client)
+				"every client needs its own key", k.entries[i].client, key.client)
 		}
 		// Two distinct SHA-256 digests that share 64 bits: possible in
 		// theory, never seen in practice.
 		return fmt.Errorf("the key of client %q collides with the key of client %q "+
 			"in the first 8 bytes of its SHA-256 digest; generate a new key for %q",
-			client, k.entries[i].client, client)
+			key.client, k.entries[i].client, key.client)
 	}
 	k.index[prefix] = len(k.entries)
-	k.entries = append(k.entries, keyEntry{digest: digest, client: client})
+	k.entries = append(k.entries, keyEntry{
+		digest:  key.digest,
+		client:  key.client,
+		expires: key.expires,
+		allowed: true,
+	})
 	return nil
 }
 
-// lookup returns the client that holds key, and whether there is one.
-func (k *keyring) lookup(key string) (string, bool) {
+// restrict allows only the named clients, or every client if names is
+// empty. Every name must be a configured client.
+func (k *keyring) restrict(names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	allowed := make(map[string]bool, len(names))
+	for _, name := range names {
+		allowed[name] = true
+	}
+
+	for i := range k.entries {
+		k.entries[i].allowed = allowed[k.entries[i].client]
+		delete(allowed, k.entries[i].client)
+	}
+	for _, name := range names {
+		if allowed[name] {
+			shown := strconv.Quote(name)
+			if checkSecret(name) == nil {
+				shown = "(not shown, in case it is a key)"
+			}
+			return fmt.Errorf("allow names the client %s, which is not configured; "+
+				"configured clients: %s", shown, strings.Join(k.clientNames(), ", "))
+		}
+	}
+	return nil
+}
+
+// lookup returns the entry of the client that holds key, and whether
+// there is one.
+func (k *keyring) lookup(key string) (*keyEntry, bool) {
 	digest := sha256.Sum256([]byte(key))
 
 	candidate := &k.decoy
-	i, found := k.index[digestPrefix(digest)]
+	i, found := k.index[indexOf(digest)]
 	if found {
 		candidate = &k.entries[i]
 	}
 
 	if subtle.ConstantTimeCompare(candidate.digest[:], digest[:]) != 1 || !found {
-		return "", false
+		return nil, false
 	}
-	return candidate.client, true
+	return candidate, true
 }
 
 // clientNames returns the configured client names in config order.
@@ -138,71 +237,167 @@ func (k *keyring) clientNames() []string {
 	return names
 }
 
-func digestPrefix(digest [sha256.Size]byte) uint64 {
+// indexOf returns the map index of a digest: its first 8 bytes.
+func indexOf(digest [sha256.Size]byte) uint64 {
 	return binary.BigEndian.Uint64(digest[:8])
 }
 
-// checkClientName rejects names that would be ambiguous or unsafe in logs,
-// placeholders and header values.
-func checkClientName(name string) error {
-	if name == "" {
-		return errors.New("a key has no client name; write 'key <client> <key>'")
-	}
-	if len(name) > maxClientNameLength {
-		return fmt.Errorf("client name %q is longer than %d bytes; choose a shorter name",
-			name, maxClientNameLength)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9') ||
-			c == '.' || c == '_' || c == '-' {
-			continue
+// parseKey returns the SHA-256 digest that a resolved key stands for:
+// the decoded digest of a "sha256:" key, or the digest of a secret.
+func parseKey(key string) ([sha256.Size]byte, error) {
+	var digest [sha256.Size]byte
+
+	algorithm, hexDigest, found := strings.Cut(key, ":")
+	if found && isDigestAlgorithm(algorithm) {
+		if !strings.EqualFold(algorithm+":", digestPrefix) {
+			return digest, fmt.Errorf("uses the digest algorithm %q; only %s "+
+				"digests are supported, as printed by 'caddy api-key hash'",
+				algorithm, strings.TrimSuffix(digestPrefix, ":"))
 		}
-		return fmt.Errorf("client name %q contains %q; use only letters, digits, "+
-			"'.', '_' and '-'", name, string(rune(c)))
+		if len(hexDigest) != hex.EncodedLen(sha256.Size) {
+			return digest, fmt.Errorf("is a SHA-256 digest of %d hex digits; "+
+				"it must have %d", len(hexDigest), hex.EncodedLen(sha256.Size))
+		}
+		if _, err := hex.Decode(digest[:], []byte(hexDigest)); err != nil {
+			return digest, errors.New("is a SHA-256 digest with a character that is " +
+				"not a hex digit; copy the digest from 'caddy api-key hash'")
+		}
+		return digest, nil
+	}
+
+	if err := checkSecret(key); err != nil {
+		return digest, err
+	}
+	return sha256.Sum256([]byte(key)), nil
+}
+
+// hasDigestPrefix reports whether key starts with "sha256:", in any case.
+func hasDigestPrefix(key string) bool {
+	return len(key) >= len(digestPrefix) && strings.EqualFold(key[:len(digestPrefix)], digestPrefix)
+}
+
+// isDigestAlgorithm reports whether name is a hash algorithm's name, so
+// that a key such as "sha512:..." is rejected as an unsupported digest
+// instead of being taken for a secret. Secrets from the recommended
+// generators (base64, hex) never contain ':'.
+func isDigestAlgorithm(name string) bool {
+	switch strings.ToLower(name) {
+	case "md5", "sha1", "sha224", "sha256", "sha384", "sha512", "sha512-256",
+		"sha3-256", "sha3-384", "sha3-512", "blake2b", "blake2s", "blake3",
+		"bcrypt", "scrypt", "argon2", "argon2i", "argon2id", "pbkdf2":
+		return true
+	}
+	return false
+}
+
+// checkSecret checks a plaintext key. Its errors complete a sentence whose
+// subject is the key, and never contain the key.
+func checkSecret(key string) error {
+	if key == "" {
+		return fmt.Errorf("is empty; set it to a secret of at least %d bytes",
+			MinKeyLength)
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] <= ' ' || key[i] > '~' {
+			return errors.New("contains a space, a control character or a non-ASCII " +
+				"byte, which a header value cannot carry reliably. Check the source " +
+				"for stray whitespace or newlines, or generate a key with " +
+				"'caddy api-key generate'")
+		}
+	}
+	if len(key) < MinKeyLength {
+		return fmt.Errorf("is shorter than %d bytes; generate a longer one with "+
+			"'caddy api-key generate'", MinKeyLength)
 	}
 	return nil
 }
 
-// resolveKey replaces the placeholders in rawKey and checks the result.
-// Each placeholder is first resolved on its own, so that an error can say
-// which one failed and why without showing the literal parts of the key.
-func resolveKey(repl *caddy.Replacer, client, rawKey string) (string, error) {
-	placeholders := placeholderNames(rawKey)
-	for _, name := range placeholders {
-		if err := checkPlaceholder(repl, name); err != nil {
-			return "", fmt.Errorf("client %q: key placeholder {%s} %v", client, name, err)
-		}
+// checkClientName rejects names that would be ambiguous or unsafe in logs,
+// placeholders and header values. Its errors leave the name out, because
+// a key written where the name belongs would otherwise be shown; callers
+// add where the name was configured.
+func checkClientName(name string) error {
+	if name == "" {
+		return errors.New("the client name is empty; write 'key <client> <key>'")
 	}
+	valid := len(name) <= maxClientNameLength
+	for i := 0; i < len(name) && valid; i++ {
+		c := name[i]
+		valid = ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9') ||
+			c == '.' || c == '_' || c == '-'
+	}
+	if !valid {
+		return fmt.Errorf("the client name is invalid (not shown, in case it is a key): "+
+			"use at most %d letters, digits, '.', '_' and '-', and put the name "+
+			"before the key", maxClientNameLength)
+	}
+	return nil
+}
 
-	// keyName describes the key in errors by its placeholders only.
-	keyName := "key"
-	if len(placeholders) > 0 {
-		keyName = "key from {" + strings.Join(placeholders, "}{") + "}"
+// resolveKey replaces the placeholders in rawKey. Each placeholder is
+// first resolved on its own, so that an error can name the one that failed
+// and the cause without showing the literal parts of the key.
+func resolveKey(repl *caddy.Replacer, client, rawKey string) (string, error) {
+	for _, name := range placeholderNames(rawKey) {
+		if err := checkPlaceholder(repl, name); err != nil {
+			shown := "{" + name + "}"
+			if !isPlaceholderName(name) {
+				// Braces inside a literal key look like a placeholder.
+				shown = "(not shown, in case it is part of a key)"
+			}
+			return "", fmt.Errorf("client %q: key placeholder %s %v", client, shown, err)
+		}
 	}
 
 	key, err := repl.ReplaceOrErr(rawKey, true, true)
 	if err != nil {
 		// The replacer's messages name placeholders, never their values.
-		return "", fmt.Errorf("client %q: resolving %s: %v", client, keyName, err)
-	}
-	if key == "" {
-		return "", fmt.Errorf("client %q: %s is empty; set it to a secret of at least "+
-			"%d bytes, for example from {env.NAME}", client, keyName, MinKeyLength)
-	}
-	for i := 0; i < len(key); i++ {
-		if key[i] <= ' ' || key[i] > '~' {
-			return "", fmt.Errorf("client %q: %s contains a space, a control character "+
-				"or a non-ASCII byte, which a header value cannot carry reliably. Check "+
-				"the source for stray whitespace or newlines, or generate a key with "+
-				"'openssl rand -base64 32'", client, keyName)
-		}
-	}
-	if len(key) < MinKeyLength {
-		return "", fmt.Errorf("client %q: %s is shorter than %d bytes; generate a "+
-			"longer one with 'openssl rand -base64 32'", client, keyName, MinKeyLength)
+		return "", fmt.Errorf("client %q: resolving %s: %v", client, describeKey(rawKey), err)
 	}
 	return key, nil
+}
+
+// clientLabel names a client in an error about its key. When the key is a
+// literal and the name would pass as a secret, the two may have been
+// swapped, so the name is left out in case it is the key.
+func clientLabel(name, rawKey string) string {
+	if len(placeholderNames(rawKey)) == 0 && checkSecret(name) == nil {
+		return "client (name not shown, in case name and key are swapped)"
+	}
+	return fmt.Sprintf("client %q", name)
+}
+
+// isPlaceholderName reports whether name is shaped like the name of one of
+// Caddy's placeholders, such as env.HOME or http.request.uri: a lowercase
+// namespace, a dot, then letters, digits, '.', '_', '-' or '/'.
+func isPlaceholderName(name string) bool {
+	namespace, rest, found := strings.Cut(name, ".")
+	if !found || namespace == "" || rest == "" || len(name) > 256 {
+		return false
+	}
+	for i := 0; i < len(namespace); i++ {
+		if namespace[i] < 'a' || namespace[i] > 'z' {
+			return false
+		}
+	}
+	for i := 0; i < len(rest); i++ {
+		c := rest[i]
+		if !('a' <= c && c <= 'z') && !('A' <= c && c <= 'Z') && !('0' <= c && c <= '9') &&
+			strings.IndexByte("._-/", c) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// describeKey names a configured key in errors by its placeholders only,
+// for example "key from {env.MAILSERVER_API_KEY}".
+func describeKey(rawKey string) string {
+	placeholders := placeholderNames(rawKey)
+	if len(placeholders) == 0 {
+		return "key"
+	}
+	return "key from {" + strings.Join(placeholders, "}{") + "}"
 }
 
 // checkPlaceholder reports why the placeholder {name} cannot supply a key,
@@ -259,10 +454,10 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-// placeholderNames returns the names of the placeholders in s, in order,
-// following the brace rules of caddy.Replacer in Caddy v2.11: "\{" and "\}"
-// are escaped braces, except that a "\}" at the very end still closes a
-// placeholder, and an opening brace without a closing one is literal text.
+// placeholderNames returns the names of the placeholders in s, in order.
+// It follows the brace rules of caddy.Replacer in Caddy v2.11: "\{" and
+// "\}" are escaped braces, but a "\}" at the very end still closes a
+// placeholder. An opening brace without a closing one is literal text.
 func placeholderNames(s string) []string {
 	var names []string
 	for i := 0; i < len(s); i++ {

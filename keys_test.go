@@ -2,11 +2,14 @@ package apikey
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -20,6 +23,25 @@ func unsetEnv(t *testing.T, name string) {
 	t.Helper()
 	t.Setenv(name, "")
 	require.NoError(t, os.Unsetenv(name))
+}
+
+// buildKeyring resolves keys as Provision does and indexes the result.
+func buildKeyring(keys []ClientKey) (*keyring, error) {
+	resolved, err := resolveClientKeys(caddy.NewReplacer(), keys)
+	if err != nil {
+		return nil, err
+	}
+	return newKeyring(resolved)
+}
+
+// lookupClient returns the client name of the entry that ring finds for
+// key, or "" if it finds none, and whether it found one.
+func lookupClient(ring *keyring, key string) (string, bool) {
+	entry, found := ring.lookup(key)
+	if entry == nil {
+		return "", found
+	}
+	return entry.client, found
 }
 
 // writeKeyFile writes content to a new file in a temporary directory and
@@ -182,8 +204,18 @@ func TestNewKeyringErrors(t *testing.T) {
 			keys: func(t *testing.T) []ClientKey {
 				return []ClientKey{{Client: "mailserver", Key: "Lit3ralPrefix-{}"}}
 			},
-			want:    []string{`"mailserver"`, "{}", "not supported"},
-			secrets: []string{"Lit3ralPrefix"},
+			want:    []string{`"mailserver"`, "(not shown", "not supported"},
+			secrets: []string{"Lit3ralPrefix", "{}"},
+		},
+		{
+			// Braces inside a literal key look like a placeholder whose
+			// name is part of the key.
+			name: "braces inside literal key",
+			keys: func(t *testing.T) []ClientKey {
+				return []ClientKey{{Client: "mailserver", Key: "Lit3ralPrefix{S3cret-Inside}Suffix"}}
+			},
+			want:    []string{`"mailserver"`, "(not shown", "not supported"},
+			secrets: []string{"Lit3ralPrefix", "S3cret-Inside", "Suffix"},
 		},
 		{
 			name: "empty literal",
@@ -337,7 +369,7 @@ func TestNewKeyringErrors(t *testing.T) {
 			keys: func(t *testing.T) []ClientKey {
 				return []ClientKey{{Client: "", Key: mailKey}}
 			},
-			want:    []string{"no client name"},
+			want:    []string{"keys[0]: ", "the client name is empty"},
 			secrets: []string{mailKey},
 		},
 		{
@@ -345,32 +377,32 @@ func TestNewKeyringErrors(t *testing.T) {
 			keys: func(t *testing.T) []ClientKey {
 				return []ClientKey{{Client: "mail server", Key: mailKey}}
 			},
-			want:    []string{`"mail server"`},
-			secrets: []string{mailKey},
+			want:    []string{"keys[0]: ", "client name is invalid", "not shown"},
+			secrets: []string{mailKey, "mail server"},
 		},
 		{
 			name: "client name with colon",
 			keys: func(t *testing.T) []ClientKey {
 				return []ClientKey{{Client: "mail:server", Key: mailKey}}
 			},
-			want:    []string{`"mail:server"`},
-			secrets: []string{mailKey},
+			want:    []string{"keys[0]: ", "client name is invalid", "not shown"},
+			secrets: []string{mailKey, "mail:server"},
 		},
 		{
 			name: "client name too long",
 			keys: func(t *testing.T) []ClientKey {
 				return []ClientKey{{Client: strings.Repeat("m", 65), Key: mailKey}}
 			},
-			want:    []string{strings.Repeat("m", 65), "64 bytes"},
-			secrets: []string{mailKey},
+			want:    []string{"keys[0]: ", "client name is invalid", "at most 64"},
+			secrets: []string{mailKey, strings.Repeat("m", 65)},
 		},
 		{
 			name: "client name non-ASCII",
 			keys: func(t *testing.T) []ClientKey {
 				return []ClientKey{{Client: "mailsérver", Key: mailKey}}
 			},
-			want:    []string{`"mailsérver"`},
-			secrets: []string{mailKey},
+			want:    []string{"keys[0]: ", "client name is invalid"},
+			secrets: []string{mailKey, "mailsérver"},
 		},
 		{
 			name: "bad client after valid one",
@@ -380,8 +412,26 @@ func TestNewKeyringErrors(t *testing.T) {
 					{Client: "scan ner", Key: scannerKey},
 				}
 			},
-			want:    []string{`"scan ner"`},
-			secrets: []string{mailKey, scannerKey},
+			want:    []string{"keys[1]: ", "client name is invalid"},
+			secrets: []string{mailKey, scannerKey, "scan ner"},
+		},
+		{
+			// A base64 key written where the name belongs, and the name
+			// where the key belongs.
+			name: "key in place of client name",
+			keys: func(t *testing.T) []ClientKey {
+				return []ClientKey{{Client: "Zm9v+YmFy/YmF6cXV4cXV1eA==", Key: "mailserver"}}
+			},
+			want:    []string{"keys[0]: ", "client name is invalid", "not shown", "put the name before the key"},
+			secrets: []string{"Zm9v+YmFy/YmF6cXV4cXV1eA==", "Zm9v"},
+		},
+		{
+			name: "client name 65 bytes of a key",
+			keys: func(t *testing.T) []ClientKey {
+				return []ClientKey{{Client: mailKey + mailKey + "abc", Key: mailKey}}
+			},
+			want:    []string{"keys[0]: ", "client name is invalid"},
+			secrets: []string{mailKey},
 		},
 		{
 			name: "no keys",
@@ -395,7 +445,7 @@ func TestNewKeyringErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			keys := tt.keys(t)
 
-			ring, err := newKeyring(caddy.NewReplacer(), keys)
+			ring, err := buildKeyring(keys)
 
 			require.Error(t, err)
 			assert.Nil(t, ring)
@@ -497,10 +547,10 @@ func TestNewKeyringSources(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			key := tt.key(t)
 
-			ring, err := newKeyring(caddy.NewReplacer(), []ClientKey{{Client: "mailserver", Key: key}})
+			ring, err := buildKeyring([]ClientKey{{Client: "mailserver", Key: key}})
 
 			require.NoError(t, err)
-			client, found := ring.lookup(tt.resolved)
+			client, found := lookupClient(ring, tt.resolved)
 			assert.True(t, found, "resolved key not found")
 			assert.Equal(t, "mailserver", client)
 			_, found = ring.lookup(tt.resolved + "\n")
@@ -522,7 +572,7 @@ func TestNewKeyringMixedSources(t *testing.T) {
 		{Client: "backup", Key: "{file." + keyFile + "}"},
 	}
 
-	ring, err := newKeyring(caddy.NewReplacer(), keys)
+	ring, err := buildKeyring(keys)
 
 	require.NoError(t, err)
 	assert.Equal(t, []string{"mailserver", "scanner", "backup"}, ring.clientNames())
@@ -531,7 +581,7 @@ func TestNewKeyringMixedSources(t *testing.T) {
 		scannerKey: "scanner",
 		backupKey:  "backup",
 	} {
-		client, found := ring.lookup(key)
+		client, found := lookupClient(ring, key)
 		assert.True(t, found, "key of %s not found", wantClient)
 		assert.Equal(t, wantClient, client)
 	}
@@ -546,10 +596,10 @@ func TestNewKeyringClientNames(t *testing.T) {
 	}
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
-			ring, err := newKeyring(caddy.NewReplacer(), []ClientKey{{Client: name, Key: mailKey}})
+			ring, err := buildKeyring([]ClientKey{{Client: name, Key: mailKey}})
 
 			require.NoError(t, err)
-			client, found := ring.lookup(mailKey)
+			client, found := lookupClient(ring, mailKey)
 			assert.True(t, found)
 			assert.Equal(t, name, client)
 		})
@@ -557,7 +607,7 @@ func TestNewKeyringClientNames(t *testing.T) {
 }
 
 func TestKeyringStoresNoKey(t *testing.T) {
-	ring, err := newKeyring(caddy.NewReplacer(), []ClientKey{
+	ring, err := buildKeyring([]ClientKey{
 		{Client: "mailserver", Key: mailKey},
 		{Client: "scanner", Key: scannerKey},
 	})
@@ -570,7 +620,7 @@ func TestKeyringStoresNoKey(t *testing.T) {
 }
 
 func TestKeyringLookup(t *testing.T) {
-	ring, err := newKeyring(caddy.NewReplacer(), []ClientKey{
+	ring, err := buildKeyring([]ClientKey{
 		{Client: "mailserver", Key: mailKey},
 		{Client: "scanner", Key: scannerKey},
 	})
@@ -592,7 +642,7 @@ func TestKeyringLookup(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			client, found := ring.lookup(tt.key)
+			client, found := lookupClient(ring, tt.key)
 
 			assert.Equal(t, tt.found, found)
 			assert.Equal(t, tt.client, client)
@@ -608,12 +658,12 @@ func TestKeyringLookupManyKeys(t *testing.T) {
 		keys[i] = ClientKey{Client: fmt.Sprintf("client-%d", i), Key: keyOf(i)}
 	}
 
-	ring, err := newKeyring(caddy.NewReplacer(), keys)
+	ring, err := buildKeyring(keys)
 
 	require.NoError(t, err)
 	require.Len(t, ring.clientNames(), count)
 	for _, i := range []int{0, 1, 4_999, 7_777, count - 1} {
-		client, found := ring.lookup(keyOf(i))
+		client, found := lookupClient(ring, keyOf(i))
 		assert.True(t, found, "key %d not found", i)
 		assert.Equal(t, fmt.Sprintf("client-%d", i), client)
 	}
@@ -627,14 +677,14 @@ func TestKeyringDigestPrefixCollision(t *testing.T) {
 	second := first
 	second[sha256.Size-1] ^= 0xff
 
-	require.NoError(t, ring.add("mailserver", first))
-	err := ring.add("scanner", second)
+	require.NoError(t, ring.add(resolvedKey{client: "mailserver", digest: first}))
+	err := ring.add(resolvedKey{client: "scanner", digest: second})
 
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `"mailserver"`)
 	assert.Contains(t, err.Error(), `"scanner"`)
 	assert.Contains(t, err.Error(), "collides")
-	client, found := ring.lookup(mailKey)
+	client, found := lookupClient(ring, mailKey)
 	assert.True(t, found, "first key lost after a collision")
 	assert.Equal(t, "mailserver", client)
 }
@@ -702,4 +752,460 @@ func TestPlaceholderNamesMatchesReplacer(t *testing.T) {
 			assert.Equal(t, replaced, placeholderNames(input))
 		})
 	}
+}
+
+// digestOf returns the "sha256:<hex>" form of key.
+func digestOf(key string) string {
+	digest := sha256.Sum256([]byte(key))
+	return digestPrefix + hex.EncodeToString(digest[:])
+}
+
+func TestParseKey(t *testing.T) {
+	mailDigest := sha256.Sum256([]byte(mailKey))
+	mailHex := hex.EncodeToString(mailDigest[:])
+	tests := []struct {
+		name string
+		key  string
+	}{
+		{"plaintext", mailKey},
+		{"digest", "sha256:" + mailHex},
+		{"uppercase prefix", "SHA256:" + mailHex},
+		{"mixed case prefix", "Sha256:" + mailHex},
+		{"uppercase hex", "sha256:" + strings.ToUpper(mailHex)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			digest, err := parseKey(tt.key)
+
+			require.NoError(t, err)
+			assert.Equal(t, mailDigest, digest)
+		})
+	}
+}
+
+// TestParseKeyColonInSecret checks that a secret with a ':' that does not
+// follow an algorithm name is taken as a secret.
+func TestParseKeyColonInSecret(t *testing.T) {
+	for _, key := range []string{
+		"user:Pa55word-0123456789",
+		"sha:0123456789abcdef0123",
+		"sha256x:0123456789abcdef",
+		":leading-colon-0123456789",
+	} {
+		t.Run(key, func(t *testing.T) {
+			digest, err := parseKey(key)
+
+			require.NoError(t, err)
+			assert.Equal(t, sha256.Sum256([]byte(key)), digest)
+		})
+	}
+}
+
+func TestParseKeyErrors(t *testing.T) {
+	mailHex := strings.TrimPrefix(digestOf(mailKey), digestPrefix)
+	tests := []struct {
+		name string
+		key  string
+		want []string
+	}{
+		{"digest 63 digits", "sha256:" + mailHex[:63], []string{"63 hex digits", "must have 64"}},
+		{"digest 65 digits", "sha256:" + mailHex + "0", []string{"65 hex digits", "must have 64"}},
+		{"digest empty", "sha256:", []string{"0 hex digits"}},
+		{"digest with space", "sha256: " + mailHex[:63], []string{"not a hex digit"}},
+		{"digest not hex", "sha256:" + mailHex[:63] + "g", []string{"not a hex digit"}},
+		{"digest with prefix twice", "sha256:sha256:" + mailHex[:57], []string{"not a hex digit"}},
+		{"sha512", "sha512:" + mailHex + mailHex, []string{`"sha512"`, "only sha256"}},
+		{"SHA512 uppercase", "SHA512:" + mailHex + mailHex, []string{`"SHA512"`, "only sha256"}},
+		{"sha1", "sha1:" + mailHex[:40], []string{`"sha1"`, "only sha256"}},
+		{"md5", "md5:" + mailHex[:32], []string{`"md5"`, "only sha256"}},
+		{"bcrypt", "bcrypt:$2a$10$g20CLKEiVBS3RiITavLGnu", []string{`"bcrypt"`, "only sha256"}},
+		{"argon2id", "argon2id:$v=19$m=65536,t=3,p=4$c2FsdA", []string{`"argon2id"`, "only sha256"}},
+		{"plaintext short", "Sh0rt-k3y-15byt", []string{"shorter than 16 bytes"}},
+		{"plaintext empty", "", []string{"is empty"}},
+		{"plaintext with space", "Spaced-k3y with-space-inside", []string{"space"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseKey(tt.key)
+
+			require.Error(t, err)
+			for _, want := range tt.want {
+				assert.Contains(t, err.Error(), want)
+			}
+		})
+	}
+}
+
+func TestCheckSecret(t *testing.T) {
+	tests := []struct {
+		name string
+		key  string
+		want string // substring of the error, or "" for no error
+	}{
+		{"16 bytes", "Exactly-16-bytes", ""},
+		{"long", mailKey + mailKey + mailKey, ""},
+		{"every printable byte", "!\"#$%&'()*+,-./0123456789:;<=>?@[\\]^_`{|}~", ""},
+		{"empty", "", "is empty"},
+		{"15 bytes", "Sh0rt-k3y-15byt", "shorter than 16 bytes"},
+		{"space", "Spaced-k3y with-space", "space"},
+		{"tab", "Tabbed-k3y\twith-tab", "control character"},
+		{"newline", "Newline-k3y-012345\n", "control character"},
+		{"NUL", "Nul-k3y-0123456789\x00", "control character"},
+		{"DEL", "Del-k3y-0123456789\x7f", "control character"},
+		{"non-ASCII", "Ünïcode-k3y-abcdefghijkl", "non-ASCII"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkSecret(tt.key)
+
+			if tt.want == "" {
+				assert.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.want)
+			if tt.key != "" {
+				assert.NotContains(t, err.Error(), strings.TrimSpace(tt.key))
+			}
+		})
+	}
+}
+
+func TestCheckClientName(t *testing.T) {
+	valid := []string{"a", "mailserver", "Mail.Server_2-b", strings.Repeat("m", maxClientNameLength)}
+	for _, name := range valid {
+		t.Run(name, func(t *testing.T) {
+			assert.NoError(t, checkClientName(name))
+		})
+	}
+
+	invalid := []string{
+		"mail server",
+		"mail:server",
+		"mail/server",
+		"Zm9v+YmFy/YmF6cXV4cXV1eA==",
+		"mailsérver",
+		"mail\nserver",
+		"{env.CLIENT}",
+		strings.Repeat("m", maxClientNameLength+1),
+	}
+	for _, name := range invalid {
+		t.Run(name, func(t *testing.T) {
+			err := checkClientName(name)
+
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "client name is invalid (not shown, in case it is a key)")
+			assert.Contains(t, err.Error(), "at most 64")
+			assert.NotContains(t, err.Error(), name)
+		})
+	}
+
+	t.Run("empty", func(t *testing.T) {
+		err := checkClientName("")
+
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "the client name is empty")
+	})
+}
+
+func TestResolveClientKeysHashed(t *testing.T) {
+	tests := []struct {
+		name string
+		// key sets up the environment and files of the case and returns
+		// the configured key.
+		key func(t *testing.T) string
+	}{
+		{"literal digest", func(t *testing.T) string { return digestOf(mailKey) }},
+		{"uppercase literal digest", func(t *testing.T) string { return strings.ToUpper(digestOf(mailKey)) }},
+		{"digest from env", func(t *testing.T) string {
+			t.Setenv("APIKEY_TEST_DIGEST", digestOf(mailKey))
+			return "{env.APIKEY_TEST_DIGEST}"
+		}},
+		{"digest from file", func(t *testing.T) string {
+			return "{file." + writeKeyFile(t, digestOf(mailKey)+"\n") + "}"
+		}},
+		{"prefix literal and hex from env", func(t *testing.T) string {
+			t.Setenv("APIKEY_TEST_DIGEST", strings.TrimPrefix(digestOf(mailKey), digestPrefix))
+			return "sha256:{env.APIKEY_TEST_DIGEST}"
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ring, err := buildKeyring([]ClientKey{{Client: "mailserver", Key: tt.key(t)}})
+
+			require.NoError(t, err)
+			client, found := lookupClient(ring, mailKey)
+			assert.True(t, found, "plaintext of the digest not found")
+			assert.Equal(t, "mailserver", client)
+			_, found = ring.lookup(digestOf(mailKey))
+			assert.False(t, found, "the digest itself was accepted as a key")
+			_, found = ring.lookup(strings.TrimPrefix(digestOf(mailKey), digestPrefix))
+			assert.False(t, found, "the hex digest was accepted as a key")
+		})
+	}
+}
+
+func TestResolveClientKeysHashedErrors(t *testing.T) {
+	mailHex := strings.TrimPrefix(digestOf(mailKey), digestPrefix)
+	tests := []struct {
+		name string
+		// key sets up the environment of the case and returns the
+		// configured key.
+		key  func(t *testing.T) string
+		want []string
+	}{
+		{
+			name: "too short",
+			key:  func(t *testing.T) string { return "sha256:" + mailHex[:62] },
+			want: []string{`client "mailserver"`, "62 hex digits"},
+		},
+		{
+			name: "too long",
+			key:  func(t *testing.T) string { return "sha256:" + mailHex + "ab" },
+			want: []string{`client "mailserver"`, "66 hex digits"},
+		},
+		{
+			name: "not hex",
+			key:  func(t *testing.T) string { return "sha256:" + mailHex[:63] + "z" },
+			want: []string{`client "mailserver"`, "not a hex digit"},
+		},
+		{
+			name: "sha512",
+			key:  func(t *testing.T) string { return "sha512:" + mailHex + mailHex },
+			want: []string{`client "mailserver"`, `"sha512"`, "only sha256"},
+		},
+		{
+			name: "md5",
+			key:  func(t *testing.T) string { return "md5:" + mailHex[:32] },
+			want: []string{`client "mailserver"`, `"md5"`, "only sha256"},
+		},
+		{
+			name: "bcrypt",
+			key:  func(t *testing.T) string { return "bcrypt:$2a$10$g20CLKEiVBS3RiITavLGnu" },
+			want: []string{`client "mailserver"`, `"bcrypt"`, "only sha256"},
+		},
+		{
+			name: "wrong digest from env",
+			key: func(t *testing.T) string {
+				t.Setenv("APIKEY_TEST_DIGEST", "sha256:"+mailHex[:10])
+				return "{env.APIKEY_TEST_DIGEST}"
+			},
+			want: []string{`client "mailserver"`, "{env.APIKEY_TEST_DIGEST}", "10 hex digits"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			keys := []ClientKey{{Client: "mailserver", Key: tt.key(t)}}
+
+			_, err := resolveClientKeys(caddy.NewReplacer(), keys)
+
+			require.Error(t, err)
+			for _, want := range tt.want {
+				assert.Contains(t, err.Error(), want)
+			}
+		})
+	}
+}
+
+func TestNewKeyringHashedSameKey(t *testing.T) {
+	tests := []struct {
+		name string
+		keys []ClientKey
+	}{
+		{"plaintext then digest", []ClientKey{
+			{Client: "mailserver", Key: mailKey},
+			{Client: "scanner", Key: digestOf(mailKey)},
+		}},
+		{"digest then plaintext", []ClientKey{
+			{Client: "mailserver", Key: digestOf(mailKey)},
+			{Client: "scanner", Key: mailKey},
+		}},
+		{"digest in two cases", []ClientKey{
+			{Client: "mailserver", Key: digestOf(mailKey)},
+			{Client: "scanner", Key: strings.ToUpper(digestOf(mailKey))},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ring, err := buildKeyring(tt.keys)
+
+			require.Error(t, err)
+			assert.Nil(t, ring)
+			assert.Contains(t, err.Error(), `"mailserver"`)
+			assert.Contains(t, err.Error(), `"scanner"`)
+			assert.Contains(t, err.Error(), "same key")
+			assert.NotContains(t, err.Error(), mailKey)
+		})
+	}
+}
+
+func TestNewKeyringMixedHashedAndPlaintext(t *testing.T) {
+	ring, err := buildKeyring([]ClientKey{
+		{Client: "mailserver", Key: digestOf(mailKey)},
+		{Client: "scanner", Key: scannerKey},
+		{Client: "backup", Key: strings.ToUpper(digestOf(backupKey))},
+	})
+
+	require.NoError(t, err)
+	for key, wantClient := range map[string]string{
+		mailKey:    "mailserver",
+		scannerKey: "scanner",
+		backupKey:  "backup",
+	} {
+		client, found := lookupClient(ring, key)
+		assert.True(t, found, "key of %s not found", wantClient)
+		assert.Equal(t, wantClient, client)
+	}
+}
+
+func TestNewKeyringDuplicateOrigins(t *testing.T) {
+	keys := []resolvedKey{
+		{client: "mailserver", digest: sha256.Sum256([]byte(mailKey)), origin: "key mailserver"},
+		{client: "mailserver", digest: sha256.Sum256([]byte(scannerKey)),
+			origin: "keys_file /etc/caddy/api-keys, line 3"},
+	}
+
+	ring, err := newKeyring(keys)
+
+	require.Error(t, err)
+	assert.Nil(t, ring)
+	assert.Contains(t, err.Error(), `client "mailserver" is configured twice`)
+	assert.Contains(t, err.Error(), "key mailserver")
+	assert.Contains(t, err.Error(), "keys_file /etc/caddy/api-keys, line 3")
+}
+
+func TestResolveClientKeysExpires(t *testing.T) {
+	keys := []ClientKey{
+		{Client: "mailserver", Key: mailKey, Expires: "2027-01-31T00:00:00Z"},
+		{Client: "scanner", Key: scannerKey, Expires: "2027-01-31T01:30:00+01:00"},
+		{Client: "backup", Key: backupKey},
+	}
+
+	resolved, err := resolveClientKeys(caddy.NewReplacer(), keys)
+
+	require.NoError(t, err)
+	require.Len(t, resolved, 3)
+	want := time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)
+	assert.True(t, want.Equal(resolved[0].expires), "mailserver expires %v", resolved[0].expires)
+	assert.True(t, want.Add(30*time.Minute).Equal(resolved[1].expires),
+		"scanner expires %v", resolved[1].expires)
+	assert.True(t, resolved[2].expires.IsZero(), "backup expires %v", resolved[2].expires)
+	assert.Equal(t, "key mailserver", resolved[0].origin)
+}
+
+func TestResolveClientKeysExpiresErrors(t *testing.T) {
+	for _, expires := range []string{
+		"2027-01-31",
+		"2027-01-31 00:00:00Z",
+		"2027-01-31T00:00:00",
+		"2027-02-30T00:00:00Z",
+		"31.01.2027",
+		"tomorrow",
+		"1800000000",
+	} {
+		t.Run(expires, func(t *testing.T) {
+			keys := []ClientKey{{Client: "mailserver", Key: mailKey, Expires: expires}}
+
+			_, err := resolveClientKeys(caddy.NewReplacer(), keys)
+
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), `client "mailserver"`)
+			assert.Contains(t, err.Error(), "not an RFC 3339 time")
+			assert.Contains(t, err.Error(), strconv.Quote(expires))
+			assert.NotContains(t, err.Error(), mailKey)
+		})
+	}
+}
+
+func TestKeyEntryExpired(t *testing.T) {
+	expires := time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		expires time.Time
+		now     time.Time
+		want    bool
+	}{
+		{"no expiry", time.Time{}, expires, false},
+		{"no expiry far future", time.Time{}, expires.AddDate(100, 0, 0), false},
+		{"a day before", expires, expires.Add(-24 * time.Hour), false},
+		{"one nanosecond before", expires, expires.Add(-time.Nanosecond), false},
+		// The key is rejected after its expiry time, so at that time it
+		// is still valid.
+		{"at expiry", expires, expires, false},
+		{"one nanosecond after", expires, expires.Add(time.Nanosecond), true},
+		{"a day after", expires, expires.Add(24 * time.Hour), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			entry := keyEntry{expires: tt.expires}
+
+			assert.Equal(t, tt.want, entry.expired(tt.now))
+		})
+	}
+}
+
+func TestKeyringRestrict(t *testing.T) {
+	keys := []ClientKey{
+		{Client: "mailserver", Key: mailKey},
+		{Client: "scanner", Key: scannerKey},
+		{Client: "backup", Key: backupKey},
+	}
+	tests := []struct {
+		name  string
+		allow []string
+		want  map[string]bool // client name to allowed
+	}{
+		{"no allow list", nil, map[string]bool{"mailserver": true, "scanner": true, "backup": true}},
+		{"empty allow list", []string{}, map[string]bool{"mailserver": true, "scanner": true, "backup": true}},
+		{"one client", []string{"scanner"}, map[string]bool{"mailserver": false, "scanner": true, "backup": false}},
+		{"two clients", []string{"backup", "mailserver"},
+			map[string]bool{"mailserver": true, "scanner": false, "backup": true}},
+		{"client twice", []string{"scanner", "scanner"},
+			map[string]bool{"mailserver": false, "scanner": true, "backup": false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ring, err := buildKeyring(keys)
+			require.NoError(t, err)
+
+			err = ring.restrict(tt.allow)
+
+			require.NoError(t, err)
+			for key, client := range map[string]string{
+				mailKey: "mailserver", scannerKey: "scanner", backupKey: "backup",
+			} {
+				entry, found := ring.lookup(key)
+				require.True(t, found, "key of %s not found", client)
+				assert.Equal(t, tt.want[client], entry.allowed, "allowed for %s", client)
+			}
+		})
+	}
+}
+
+func TestKeyringRestrictUnknownClient(t *testing.T) {
+	ring, err := buildKeyring([]ClientKey{
+		{Client: "mailserver", Key: mailKey},
+		{Client: "scanner", Key: scannerKey},
+	})
+	require.NoError(t, err)
+
+	err = ring.restrict([]string{"scanner", "backup"})
+
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `allow names the client "backup", which is not configured`)
+	assert.Contains(t, err.Error(), "configured clients: mailserver, scanner")
+	assert.NotContains(t, err.Error(), mailKey)
+	assert.NotContains(t, err.Error(), scannerKey)
+}
+
+// TestResolveClientKeysSwappedHidesKey configures a generated key as the
+// client name and the name as the key. Such a key is also a valid client
+// name, but the error must not show it.
+func TestResolveClientKeysSwappedHidesKey(t *testing.T) {
+	keys := []ClientKey{{Client: generatedKey, Key: "mailserver"}}
+
+	_, err := resolveClientKeys(caddy.NewReplacer(), keys)
+
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), generatedKey)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -17,6 +18,10 @@ import (
 func init() {
 	caddy.RegisterModule(Handler{})
 }
+
+// expiryWarning is how long before its expiry a key is logged as
+// expiring soon when the config loads.
+const expiryWarning = 14 * 24 * time.Hour
 
 // DefaultHeader is the request header that carries the key unless the
 // configuration names another one.
@@ -41,7 +46,11 @@ const DefaultHeader = "X-API-KEY"
 //
 //	api_key [<matcher>] [<key>] {
 //		header        <field>
-//		key           <client> <key>
+//		key           <client> <key> [{
+//			expires <time>
+//		}]
+//		keys_file     <path>
+//		allow         <client...>
 //		forward_key
 //		client_header <field>
 //	}
@@ -57,6 +66,20 @@ type Handler struct {
 	// let keys be rotated without downtime: add the new key under a new
 	// client name, move the client over, then remove the old entry.
 	Keys []ClientKey `json:"keys,omitempty"`
+
+	// KeysFile is the path of a file with more keys, one "NAME KEY
+	// [EXPIRES]" entry a line, where KEY is a secret or a "sha256:"
+	// digest and EXPIRES an RFC 3339 time. Blank lines and lines that
+	// start with '#' are skipped. The path may contain {env.NAME}
+	// placeholders. The file is read when the config loads, so
+	// "caddy reload --force" rereads it. Default: unset.
+	KeysFile string `json:"keys_file,omitempty"`
+
+	// Allow limits this handler to the named clients, which must be
+	// configured in Keys or KeysFile. A valid key of another client gets
+	// 403 Forbidden, so one set of keys can serve routes with different
+	// permissions. Default: every configured client is allowed.
+	Allow []string `json:"allow,omitempty"`
 
 	// ForwardKey passes the key header on to the next handler, and so to
 	// the upstream. Default: false, which removes the key header from the
@@ -76,8 +99,16 @@ type Handler struct {
 	// challenge is the value of the WWW-Authenticate response header.
 	challenge string
 
+	// filteredTrailers names the request trailers that are removed from
+	// an admitted request: the key header, unless forwarded, and the
+	// client header.
+	filteredTrailers []string
+
 	keys   *keyring
 	logger *zap.Logger
+
+	// now returns the current time; tests replace it.
+	now func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -113,31 +144,99 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 
-	keys, err := newKeyring(caddy.NewReplacer(), h.Keys)
+	h.filteredTrailers = nil
+	if !h.ForwardKey {
+		h.filteredTrailers = append(h.filteredTrailers, h.keyHeader)
+	}
+	if h.clientHeader != "" {
+		h.filteredTrailers = append(h.filteredTrailers, h.clientHeader)
+	}
+
+	if h.now == nil {
+		h.now = time.Now
+	}
+	keys, err := h.loadKeys()
 	if err != nil {
 		return err
 	}
 	h.keys = keys
 
+	h.logger.Info("API keys loaded",
+		zap.String("header", h.Header),
+		zap.Strings("clients", keys.clientNames()),
+		zap.Strings("allow", h.Allow))
+	return nil
+}
+
+// loadKeys builds the keyring from Keys and KeysFile, checks expiry times
+// and the allow list, and logs warnings about keys that are exposed or
+// expire soon.
+func (h *Handler) loadKeys() (*keyring, error) {
+	repl := caddy.NewReplacer()
+	resolved, err := resolveClientKeys(repl, h.Keys)
+	if err != nil {
+		return nil, err
+	}
 	for _, configured := range h.Keys {
-		if len(placeholderNames(configured.Key)) == 0 {
+		literal := len(placeholderNames(configured.Key)) == 0
+		if literal && !hasDigestPrefix(configured.Key) {
 			h.logger.Warn("API key is written in the config; the admin endpoint and "+
-				"autosave expose it, so load it with {env.NAME} or {file.PATH} instead",
+				"autosave expose it, so load it with {env.NAME} or {file.PATH}, or "+
+				"give its sha256: digest instead",
 				zap.String("client", configured.Client))
 		}
 	}
 
-	h.logger.Info("API keys loaded",
-		zap.String("header", h.Header),
-		zap.Strings("clients", keys.clientNames()))
-	return nil
+	if h.KeysFile != "" {
+		path, err := repl.ReplaceOrErr(h.KeysFile, true, true)
+		if err != nil {
+			return nil, fmt.Errorf("keys_file %s: %v", h.KeysFile, err)
+		}
+		file, err := readKeysFile(path)
+		if err != nil {
+			return nil, err
+		}
+		if file.worldReadable {
+			h.logger.Warn("keys file is readable by every user on this machine; "+
+				"restrict it, for example with chmod 640",
+				zap.String("keys_file", path))
+		}
+		resolved = append(resolved, file.keys...)
+	}
+
+	now := h.now()
+	for _, key := range resolved {
+		if key.expires.IsZero() {
+			continue
+		}
+		if now.After(key.expires) {
+			return nil, fmt.Errorf("client %q (%s): the key expired at %s; remove it, "+
+				"or set a later expiry if it is still in use",
+				key.client, key.origin, key.expires.Format(time.RFC3339))
+		}
+		if key.expires.Sub(now) <= expiryWarning {
+			h.logger.Warn("API key expires soon; rotate it",
+				zap.String("client", key.client),
+				zap.Time("expires", key.expires))
+		}
+	}
+
+	ring, err := newKeyring(resolved)
+	if err != nil {
+		return nil, err
+	}
+	if err := ring.restrict(h.Allow); err != nil {
+		return nil, err
+	}
+	return ring, nil
 }
 
 // Validate checks the provisioned handler. Provision has already rejected
 // every bad key, so this guards against a handler used without Provision.
 func (h *Handler) Validate() error {
 	if h.keys == nil || len(h.keys.entries) == 0 {
-		return fmt.Errorf("no API keys configured; add a key with 'key <client> <key>'")
+		return fmt.Errorf("no API keys configured; add a key with 'key <client> <key>' " +
+			"or keys_file")
 	}
 	return nil
 }
@@ -155,6 +254,13 @@ func checkHeaderName(option, name string) error {
 	if strings.ContainsAny(name, "_.") {
 		return fmt.Errorf("%s %q contains '_' or '.'; Caddy drops request headers "+
 			"with such names before handlers run, so use '-' instead", option, name)
+	}
+	switch http.CanonicalHeaderKey(name) {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+		"Host", "Content-Length":
+		return fmt.Errorf("%s %q is a header that HTTP or reverse_proxy handles "+
+			"itself; choose another field, such as X-Api-Client", option, name)
 	}
 	return nil
 }

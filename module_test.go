@@ -2,10 +2,17 @@ package apikey
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -81,6 +88,11 @@ func TestProvisionHeaderErrors(t *testing.T) {
 		{"client_header invalid", "", "X Api Client", []string{"client_header", `"X Api Client"`, "not a valid header"}},
 		{"client_header is default header", "", "x-api-key", []string{"client_header", `"x-api-key"`, "key header"}},
 		{"client_header is header", "X-Scanner-Token", "X-SCANNER-TOKEN", []string{"client_header", `"X-SCANNER-TOKEN"`, "key header"}},
+		{"client_header hop-by-hop", "", "keep-alive", []string{"client_header", `"keep-alive"`, "handles itself"}},
+		{"client_header connection", "", "Connection", []string{"client_header", `"Connection"`, "handles itself"}},
+		{"client_header te", "", "TE", []string{"client_header", `"TE"`, "handles itself"}},
+		{"header upgrade", "Upgrade", "", []string{"header", `"Upgrade"`, "handles itself"}},
+		{"header host", "host", "", []string{"header", `"host"`, "handles itself"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -197,4 +209,448 @@ func TestProvisionAgainReplacesKeys(t *testing.T) {
 	assert.False(t, found, "old key still accepted after provisioning again")
 	_, found = h.keys.lookup(scannerKey)
 	assert.True(t, found, "new key not accepted after provisioning again")
+}
+
+// loadKeysLogged runs the key-loading step of Provision with a logger that
+// records every entry, and returns the keyring, the log and the error.
+// Provision itself logs through ctx.Logger, which writes to stderr when no
+// config is loaded.
+func loadKeysLogged(h *Handler) (*keyring, *observer.ObservedLogs, error) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	if h.now == nil {
+		h.now = time.Now
+	}
+	ring, err := h.loadKeys()
+	return ring, logs, err
+}
+
+// warnings returns the Warn entries of logs whose message starts with
+// prefix.
+func warnings(logs *observer.ObservedLogs, prefix string) []observer.LoggedEntry {
+	return logs.Filter(func(entry observer.LoggedEntry) bool {
+		return entry.Level == zapcore.WarnLevel && strings.HasPrefix(entry.Message, prefix)
+	}).All()
+}
+
+// assertLogsNoSecret checks that no log entry contains any of secrets.
+func assertLogsNoSecret(t *testing.T, logs *observer.ObservedLogs, secrets ...string) {
+	t.Helper()
+	for _, entry := range logs.All() {
+		text := entryText(entry)
+		for _, secret := range secrets {
+			assert.NotContains(t, text, secret)
+		}
+	}
+}
+
+func TestProvisionKeysFile(t *testing.T) {
+	path := writeKeysFile(t, "# clients\n"+
+		"scanner "+digestOf(scannerKey)+"\n"+
+		"backup\t"+backupKey+"\t2099-01-01T00:00:00Z\n", 0o600)
+	h := provisionHandler(t, &Handler{
+		Keys:     []ClientKey{{Client: "mailserver", Key: mailKey}},
+		KeysFile: path,
+	})
+
+	assert.Equal(t, []string{"mailserver", "scanner", "backup"}, h.keys.clientNames())
+	for key, wantClient := range map[string]string{
+		mailKey:    "mailserver",
+		scannerKey: "scanner",
+		backupKey:  "backup",
+	} {
+		client, found := lookupClient(h.keys, key)
+		assert.True(t, found, "key of %s not found", wantClient)
+		assert.Equal(t, wantClient, client)
+	}
+}
+
+func TestProvisionKeysFileOnly(t *testing.T) {
+	path := writeKeysFile(t, "mailserver "+mailKey+"\n", 0o600)
+	h := provisionHandler(t, &Handler{KeysFile: path})
+
+	client, found := lookupClient(h.keys, mailKey)
+
+	assert.True(t, found)
+	assert.Equal(t, "mailserver", client)
+}
+
+func TestProvisionKeysFileEnvPath(t *testing.T) {
+	path := writeKeysFile(t, "mailserver "+mailKey+"\n", 0o600)
+	t.Setenv("APIKEY_TEST_KEYS_DIR", filepath.Dir(path))
+	h := provisionHandler(t, &Handler{KeysFile: "{env.APIKEY_TEST_KEYS_DIR}/api-keys"})
+
+	client, found := lookupClient(h.keys, mailKey)
+
+	assert.True(t, found)
+	assert.Equal(t, "mailserver", client)
+}
+
+// TestProvisionAgainRereadsKeysFile checks that provisioning again, as a
+// forced reload does, reads the keys file again.
+func TestProvisionAgainRereadsKeysFile(t *testing.T) {
+	path := writeKeysFile(t, "mailserver "+mailKey+"\n", 0o600)
+	h := provisionHandler(t, &Handler{KeysFile: path})
+	require.NoError(t, os.WriteFile(path, []byte("mailserver "+scannerKey+"\n"), 0o600))
+
+	provisionHandler(t, h)
+
+	_, found := h.keys.lookup(mailKey)
+	assert.False(t, found, "old key still accepted after provisioning again")
+	_, found = h.keys.lookup(scannerKey)
+	assert.True(t, found, "new key not accepted after provisioning again")
+}
+
+func TestProvisionKeysFileErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		// handler sets up the case and returns the handler and the path of
+		// its keys file if the error must name it, or "".
+		handler func(t *testing.T) (*Handler, string)
+		want    []string
+	}{
+		{
+			name: "env in path unset",
+			handler: func(t *testing.T) (*Handler, string) {
+				unsetEnv(t, "APIKEY_TEST_UNSET")
+				return &Handler{KeysFile: "{env.APIKEY_TEST_UNSET}/api-keys"}, ""
+			},
+			want: []string{"keys_file {env.APIKEY_TEST_UNSET}/api-keys"},
+		},
+		{
+			name: "missing file",
+			handler: func(t *testing.T) (*Handler, string) {
+				path := filepath.Join(t.TempDir(), "missing-keys")
+				return &Handler{Keys: []ClientKey{{Client: "mailserver", Key: mailKey}}, KeysFile: path}, path
+			},
+			want: []string{"no such file or directory"},
+		},
+		{
+			name: "empty file and no key lines",
+			handler: func(t *testing.T) (*Handler, string) {
+				path := writeKeysFile(t, "# no clients yet\n", 0o600)
+				return &Handler{KeysFile: path}, ""
+			},
+			want: []string{"no API keys configured"},
+		},
+		{
+			name: "client in key line and file",
+			handler: func(t *testing.T) (*Handler, string) {
+				path := writeKeysFile(t, "scanner "+scannerKey+"\nmailserver "+backupKey+"\n", 0o600)
+				return &Handler{Keys: []ClientKey{{Client: "mailserver", Key: mailKey}}, KeysFile: path}, path
+			},
+			want: []string{`client "mailserver" is configured twice`, "key mailserver", ", line 2"},
+		},
+		{
+			name: "client twice in file",
+			handler: func(t *testing.T) (*Handler, string) {
+				path := writeKeysFile(t, "mailserver "+mailKey+"\n\nmailserver "+scannerKey+"\n", 0o600)
+				return &Handler{KeysFile: path}, path
+			},
+			want: []string{`client "mailserver" is configured twice`, ", line 1", ", line 3"},
+		},
+		{
+			name: "key in key line and file",
+			handler: func(t *testing.T) (*Handler, string) {
+				path := writeKeysFile(t, "scanner "+mailKey+"\n", 0o600)
+				return &Handler{Keys: []ClientKey{{Client: "mailserver", Key: mailKey}}, KeysFile: path}, ""
+			},
+			want: []string{`"mailserver"`, `"scanner"`, "same key"},
+		},
+		{
+			name: "digest in file of key in key line",
+			handler: func(t *testing.T) (*Handler, string) {
+				path := writeKeysFile(t, "scanner "+digestOf(mailKey)+"\n", 0o600)
+				return &Handler{Keys: []ClientKey{{Client: "mailserver", Key: mailKey}}, KeysFile: path}, ""
+			},
+			want: []string{`"mailserver"`, `"scanner"`, "same key"},
+		},
+		{
+			name: "bad line",
+			handler: func(t *testing.T) (*Handler, string) {
+				path := writeKeysFile(t, "scanner "+scannerKey+" "+mailKey+"\n", 0o600)
+				return &Handler{KeysFile: path}, path
+			},
+			want: []string{", line 1:", `client "scanner"`, "not an RFC 3339"},
+		},
+		{
+			name: "expired key in file",
+			handler: func(t *testing.T) (*Handler, string) {
+				path := writeKeysFile(t, "mailserver "+mailKey+"\nbackup "+backupKey+
+					" 2020-01-01T00:00:00Z\n", 0o600)
+				return &Handler{KeysFile: path}, path
+			},
+			want: []string{`client "backup"`, ", line 2)", "expired at 2020-01-01T00:00:00Z"},
+		},
+		{
+			name: "allow names unknown client",
+			handler: func(t *testing.T) (*Handler, string) {
+				path := writeKeysFile(t, "scanner "+scannerKey+"\n", 0o600)
+				return &Handler{
+					Keys:     []ClientKey{{Client: "mailserver", Key: mailKey}},
+					KeysFile: path,
+					Allow:    []string{"backup"},
+				}, ""
+			},
+			want: []string{`"backup"`, "not configured", "configured clients: mailserver, scanner"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, path := tt.handler(t)
+
+			err := provisionError(t, h)
+
+			require.Error(t, err)
+			if path != "" {
+				assert.Contains(t, err.Error(), path)
+			}
+			for _, want := range tt.want {
+				assert.Contains(t, err.Error(), want)
+			}
+			for _, secret := range []string{mailKey, scannerKey, backupKey} {
+				assert.NotContains(t, err.Error(), secret)
+			}
+		})
+	}
+}
+
+func TestProvisionKeysFileWarning(t *testing.T) {
+	tests := []struct {
+		perm     os.FileMode
+		warnings int
+	}{
+		{0o600, 0},
+		{0o640, 0},
+		{0o644, 1},
+		{0o666, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.perm.String(), func(t *testing.T) {
+			path := writeKeysFile(t, "mailserver "+mailKey+"\nscanner "+scannerKey+"\n", tt.perm)
+			h := &Handler{KeysFile: path}
+
+			_, logs, err := loadKeysLogged(h)
+
+			require.NoError(t, err)
+			found := warnings(logs, "keys file is readable by every user")
+			require.Len(t, found, tt.warnings)
+			if tt.warnings > 0 {
+				assert.Equal(t, path, found[0].ContextMap()["keys_file"])
+			}
+			assert.Empty(t, warnings(logs, "API key is written in the config"),
+				"keys from a keys file are not in the config")
+			assertLogsNoSecret(t, logs, mailKey, scannerKey)
+		})
+	}
+}
+
+func TestProvisionLiteralKeyWarning(t *testing.T) {
+	tests := []struct {
+		name string
+		// key sets up the environment and files of the case and returns
+		// the configured key.
+		key  func(t *testing.T) string
+		warn bool
+	}{
+		{"literal", func(t *testing.T) string { return mailKey }, true},
+		{"literal digest", func(t *testing.T) string { return digestOf(mailKey) }, false},
+		{"literal digest uppercase", func(t *testing.T) string { return strings.ToUpper(digestOf(mailKey)) }, false},
+		{"env", func(t *testing.T) string {
+			t.Setenv("APIKEY_TEST_MAIL", mailKey)
+			return "{env.APIKEY_TEST_MAIL}"
+		}, false},
+		{"env digest", func(t *testing.T) string {
+			t.Setenv("APIKEY_TEST_MAIL", digestOf(mailKey))
+			return "{env.APIKEY_TEST_MAIL}"
+		}, false},
+		{"file", func(t *testing.T) string {
+			return "{file." + writeKeyFile(t, mailKey+"\n") + "}"
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &Handler{Keys: []ClientKey{{Client: "mailserver", Key: tt.key(t)}}}
+
+			_, logs, err := loadKeysLogged(h)
+
+			require.NoError(t, err)
+			found := warnings(logs, "API key is written in the config")
+			if !tt.warn {
+				assert.Empty(t, found)
+				return
+			}
+			require.Len(t, found, 1)
+			assert.Equal(t, "mailserver", found[0].ContextMap()["client"])
+			assertLogsNoSecret(t, logs, mailKey)
+		})
+	}
+}
+
+func TestProvisionExpiryWarning(t *testing.T) {
+	expires := time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		now  time.Time
+		warn bool
+	}{
+		{"a year before", expires.AddDate(-1, 0, 0), false},
+		{"15 days before", expires.Add(-15 * 24 * time.Hour), false},
+		{"just over 14 days before", expires.Add(-14*24*time.Hour - time.Nanosecond), false},
+		{"14 days before", expires.Add(-14 * 24 * time.Hour), true},
+		{"a day before", expires.Add(-24 * time.Hour), true},
+		{"one nanosecond before", expires.Add(-time.Nanosecond), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &Handler{
+				Keys: []ClientKey{
+					{Client: "mailserver", Key: "{env.APIKEY_TEST_MAIL}", Expires: expires.Format(time.RFC3339)},
+					{Client: "scanner", Key: "{env.APIKEY_TEST_SCANNER}"},
+				},
+				now: func() time.Time { return tt.now },
+			}
+			t.Setenv("APIKEY_TEST_MAIL", mailKey)
+			t.Setenv("APIKEY_TEST_SCANNER", scannerKey)
+
+			_, logs, err := loadKeysLogged(h)
+
+			require.NoError(t, err)
+			found := warnings(logs, "API key expires soon")
+			if !tt.warn {
+				assert.Empty(t, found)
+				return
+			}
+			require.Len(t, found, 1)
+			fields := found[0].ContextMap()
+			assert.Equal(t, "mailserver", fields["client"])
+			assert.Equal(t, expires, fields["expires"])
+			assertLogsNoSecret(t, logs, mailKey, scannerKey)
+		})
+	}
+}
+
+func TestProvisionExpiryWarningKeysFile(t *testing.T) {
+	now := time.Date(2027, 1, 20, 0, 0, 0, 0, time.UTC)
+	path := writeKeysFile(t, "mailserver "+mailKey+" 2027-01-31T00:00:00Z\n"+
+		"scanner "+scannerKey+" 2027-06-30T00:00:00Z\n", 0o600)
+	h := &Handler{KeysFile: path, now: func() time.Time { return now }}
+
+	_, logs, err := loadKeysLogged(h)
+
+	require.NoError(t, err)
+	found := warnings(logs, "API key expires soon")
+	require.Len(t, found, 1)
+	assert.Equal(t, "mailserver", found[0].ContextMap()["client"])
+}
+
+// TestProvisionExpired checks when a config with an expiring key still
+// loads. A key is rejected after its expiry time, so a config loaded at
+// that very time still loads, as requests at that time are still admitted.
+func TestProvisionExpired(t *testing.T) {
+	expires := time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		now     time.Time
+		expired bool
+	}{
+		{"one nanosecond before", expires.Add(-time.Nanosecond), false},
+		{"at expiry", expires, false},
+		{"one nanosecond after", expires.Add(time.Nanosecond), true},
+		{"a year after", expires.AddDate(1, 0, 0), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &Handler{
+				Keys: []ClientKey{
+					{Client: "scanner", Key: scannerKey},
+					{Client: "mailserver", Key: mailKey, Expires: "2027-01-31T00:00:00Z"},
+				},
+				now: func() time.Time { return tt.now },
+			}
+
+			err := provisionError(t, h)
+
+			if !tt.expired {
+				assert.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), `client "mailserver" (key mailserver)`)
+			assert.Contains(t, err.Error(), "expired at 2027-01-31T00:00:00Z")
+			assert.NotContains(t, err.Error(), mailKey)
+		})
+	}
+}
+
+func TestProvisionExpiresInvalid(t *testing.T) {
+	h := &Handler{Keys: []ClientKey{{Client: "mailserver", Key: mailKey, Expires: "31.01.2027"}}}
+
+	err := provisionError(t, h)
+
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `client "mailserver"`)
+	assert.Contains(t, err.Error(), `"31.01.2027" is not an RFC 3339 time`)
+	assert.NotContains(t, err.Error(), mailKey)
+}
+
+func TestProvisionAllow(t *testing.T) {
+	path := writeKeysFile(t, "backup "+backupKey+"\n", 0o600)
+	h := provisionHandler(t, &Handler{
+		Keys: []ClientKey{
+			{Client: "mailserver", Key: mailKey},
+			{Client: "scanner", Key: scannerKey},
+		},
+		KeysFile: path,
+		Allow:    []string{"scanner", "backup"},
+	})
+
+	for key, want := range map[string]bool{mailKey: false, scannerKey: true, backupKey: true} {
+		entry, found := h.keys.lookup(key)
+		require.True(t, found)
+		assert.Equal(t, want, entry.allowed, "allowed for %s", entry.client)
+	}
+}
+
+func TestProvisionAllowUnknownClient(t *testing.T) {
+	h := &Handler{
+		Keys: []ClientKey{
+			{Client: "mailserver", Key: mailKey},
+			{Client: "scanner", Key: scannerKey},
+		},
+		Allow: []string{"mailserver", "mail-server"},
+	}
+
+	err := provisionError(t, h)
+
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `allow names the client "mail-server", which is not configured`)
+	assert.Contains(t, err.Error(), "configured clients: mailserver, scanner")
+	assert.NotContains(t, err.Error(), mailKey)
+	assert.NotContains(t, err.Error(), scannerKey)
+}
+
+func TestProvisionFilteredTrailers(t *testing.T) {
+	tests := []struct {
+		name         string
+		forwardKey   bool
+		clientHeader string
+		want         []string
+	}{
+		{"default", false, "", []string{"X-Api-Key"}},
+		{"client header", false, "x-api-client", []string{"X-Api-Key", "X-Api-Client"}},
+		{"forward key", true, "", nil},
+		{"forward key and client header", true, "X-Api-Client", []string{"X-Api-Client"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := provisionHandler(t, &Handler{
+				Keys:         []ClientKey{{Client: "mailserver", Key: mailKey}},
+				ForwardKey:   tt.forwardKey,
+				ClientHeader: tt.clientHeader,
+			})
+
+			assert.Equal(t, tt.want, h.filteredTrailers)
+		})
+	}
 }

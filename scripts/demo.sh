@@ -8,14 +8,20 @@
 # MAILSERVER_API_KEY is the key Caddy accepts. When it is unset, this script
 # generates a random demo key and prints it. When it is set but empty, Caddy
 # refuses to start, as it would in production.
+#
+# DEMO_GATEWAY_PORT (default 8080), DEMO_SCANNER_PORT (default 8001) and
+# DEMO_ADMIN_PORT (default 2019) move the demo off ports that are in use.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 caddy=bin/caddy
 scanner=bin/scanner
-scanner_address=127.0.0.1:8001
-gateway_address=http://localhost:8080
+gateway_port=${DEMO_GATEWAY_PORT:-8080}
+scanner_port=${DEMO_SCANNER_PORT:-8001}
+admin_port=${DEMO_ADMIN_PORT:-2019}
+scanner_address=127.0.0.1:$scanner_port
+gateway_address=http://localhost:$gateway_port
 start_timeout_seconds=30
 
 for binary in "$caddy" "$scanner"; do
@@ -33,6 +39,12 @@ fi
 export MAILSERVER_API_KEY
 export GATEWAY_ADDRESS="$gateway_address"
 export SCANNER_UPSTREAM="$scanner_address"
+export CADDY_ADMIN="localhost:$admin_port"
+
+# Keep the demo's autosaved config and certificates out of the user's own
+# Caddy directories.
+state_dir="$(mktemp -d)"
+export XDG_CONFIG_HOME="$state_dir/config" XDG_DATA_HOME="$state_dir/data"
 
 scanner_pid=
 caddy_pid=
@@ -44,9 +56,11 @@ stop_all() {
 	for pid in $caddy_pid $scanner_pid; do
 		wait "$pid" 2>/dev/null || true
 	done
+	rm -rf "$state_dir"
 }
 trap stop_all EXIT
-trap 'exit 130' INT
+# Ctrl-C is the way to stop the demo, so it ends with success.
+trap 'exit 0' INT
 trap 'exit 143' TERM
 
 # port_open HOST PORT reports whether a TCP connection to HOST:PORT succeeds.
@@ -72,13 +86,21 @@ wait_for() {
 	exit 1
 }
 
+for port in "$gateway_port" "$scanner_port" "$admin_port"; do
+	if port_open 127.0.0.1 "$port" || port_open localhost "$port"; then
+		echo "Port $port is already in use. Stop what listens there, or move the demo" >&2
+		echo "with DEMO_GATEWAY_PORT, DEMO_SCANNER_PORT or DEMO_ADMIN_PORT." >&2
+		exit 1
+	fi
+done
+
 "$scanner" -listen "$scanner_address" &
 scanner_pid=$!
-wait_for scanner "$scanner_pid" 127.0.0.1 8001
+wait_for scanner "$scanner_pid" 127.0.0.1 "$scanner_port"
 
 "$caddy" run --config Caddyfile.example --adapter caddyfile &
 caddy_pid=$!
-wait_for caddy "$caddy_pid" localhost 8080
+wait_for caddy "$caddy_pid" localhost "$gateway_port"
 
 url="$gateway_address/scanner/scan/"
 {
