@@ -55,6 +55,10 @@ type gatewayOptions struct {
 
 	// debug adds the debug global option.
 	debug bool
+
+	// caddyfile replaces the contents of Caddyfile.example when set. It
+	// must have a global options block.
+	caddyfile string
 }
 
 // gateway is a running Caddy process that serves Caddyfile.example's site
@@ -109,9 +113,12 @@ func newCaddyDirs(t *testing.T) caddyDirs {
 // until the site responds, and stops Caddy when the test ends.
 func startGateway(t *testing.T, options gatewayOptions) *gateway {
 	t.Helper()
+	// The upstream listens first, because its port is picked like the
+	// ports that freePorts frees, and could otherwise take one of them.
+	up := startUpstream(t)
 	ports := freePorts(t, 3)
 	g := &gateway{
-		upstream:     startUpstream(t),
+		upstream:     up,
 		key:          randomKey(t),
 		adminAddress: "127.0.0.1:" + strconv.Itoa(ports[0]),
 		dirs:         newCaddyDirs(t),
@@ -140,7 +147,11 @@ func startGateway(t *testing.T, options gatewayOptions) *gateway {
 	if options.debug {
 		globalOptions = append(globalOptions, "debug")
 	}
-	g.configFile = writeConfig(t, readExample(t), globalOptions)
+	caddyfile := options.caddyfile
+	if caddyfile == "" {
+		caddyfile = readExample(t)
+	}
+	g.configFile = writeConfig(t, caddyfile, globalOptions)
 
 	g.env = caddyEnv(g.dirs, map[string]string{
 		"MAILSERVER_API_KEY": g.key,
