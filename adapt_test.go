@@ -116,6 +116,8 @@ func TestAdaptGolden(t *testing.T) {
 		{"allow", "allow", "api_key", "reverse_proxy"},
 		{"expires", "expires", "api_key", "reverse_proxy"},
 		{"hashed", "hashed", "api_key", "reverse_proxy"},
+		{"throttle", "throttle", "api_key", "reverse_proxy"},
+		{"rate_limit", "rate_limit", "api_key", "reverse_proxy"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.input, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -38,11 +39,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		allow         <client...>
 //		forward_key
 //		client_header <field>
+//		max_failures  off | <count> <window>
+//		rate          <client|*> <requests>/<interval> [burst <size>]
 //	}
 //
 // The matcher is taken off by Caddy before this runs. The shorthand <key>
-// defines one key for the client "default". key and allow may be repeated;
-// every other setting may appear once.
+// defines one key for the client "default". key, allow and rate may be
+// repeated; every other setting may appear once.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume the directive name
 
@@ -107,9 +110,27 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					"for example: client_header X-Api-Client")
 			}
 
+		case "max_failures":
+			if h.Throttle != nil {
+				return d.Err("max_failures already set")
+			}
+			throttle, err := parseMaxFailures(d)
+			if err != nil {
+				return err
+			}
+			h.Throttle = throttle
+
+		case "rate":
+			limit, err := parseRateLine(d)
+			if err != nil {
+				return err
+			}
+			h.RateLimits = append(h.RateLimits, limit)
+
 		default:
 			return d.Errf("unrecognized api_key subdirective %s; expected header, "+
-				"key, keys_file, allow, forward_key or client_header", quoteIfName(d.Val()))
+				"key, keys_file, allow, forward_key, client_header, max_failures or rate",
+				quoteIfName(d.Val()))
 		}
 	}
 	return nil
@@ -130,24 +151,86 @@ func parseKeyLine(d *caddyfile.Dispenser) (ClientKey, error) {
 		switch d.Val() {
 		case "expires":
 			if key.Expires != "" {
-				return key, d.Errf("client %q: expires already set to %q",
-					key.Client, key.Expires)
+				return key, d.Errf("client %s: expires already set to %q",
+					showToken(key.Client), key.Expires)
 			}
 			if !d.AllArgs(&key.Expires) {
-				return key, d.Errf("client %q: expires takes one argument, an RFC 3339 "+
-					"time, for example: expires 2027-01-31T00:00:00Z", key.Client)
+				return key, d.Errf("client %s: expires takes one argument, an RFC 3339 "+
+					"time, for example: expires 2027-01-31T00:00:00Z", showToken(key.Client))
 			}
 			if _, err := time.Parse(time.RFC3339, key.Expires); err != nil {
-				return key, d.Errf("client %q: expires %q is not an RFC 3339 time; "+
-					"write it like 2027-01-31T00:00:00Z", key.Client, key.Expires)
+				return key, d.Errf("client %s: expires %s is not an RFC 3339 time; "+
+					"write it like 2027-01-31T00:00:00Z", showToken(key.Client), showToken(key.Expires))
 			}
 
 		default:
-			return key, d.Errf("client %q: unrecognized key option %s; expected expires",
-				key.Client, quoteIfName(d.Val()))
+			return key, d.Errf("client %s: unrecognized key option %s; expected expires",
+				showToken(key.Client), quoteIfName(d.Val()))
 		}
 	}
 	return key, nil
+}
+
+// parseMaxFailures parses "max_failures off" or
+// "max_failures <count> <window>".
+func parseMaxFailures(d *caddyfile.Dispenser) (*FailureThrottle, error) {
+	args := d.RemainingArgs()
+	if len(args) == 1 && args[0] == "off" {
+		return &FailureThrottle{Disabled: true}, nil
+	}
+	if len(args) != 2 {
+		return nil, d.Err("max_failures takes 'off', or a count and a window, " +
+			"for example: max_failures 10 1m")
+	}
+
+	count, err := strconv.Atoi(args[0])
+	if err != nil || count <= 0 {
+		return nil, d.Errf("max_failures: count %s is not a positive whole number",
+			showToken(args[0]))
+	}
+	window, err := caddy.ParseDuration(args[1])
+	if err != nil || window <= 0 {
+		return nil, d.Errf("max_failures: window %s is not a positive duration, "+
+			"such as 1m or 30s", showToken(args[1]))
+	}
+	return &FailureThrottle{MaxFailures: count, Window: caddy.Duration(window)}, nil
+}
+
+// parseRateLine parses "rate <client|*> <requests>/<interval> [burst <size>]".
+func parseRateLine(d *caddyfile.Dispenser) (RateLimit, error) {
+	var limit RateLimit
+	args := d.RemainingArgs()
+	if len(args) != 2 && len(args) != 4 {
+		return limit, d.Err("rate takes a client name or '*', a rate and an optional " +
+			"burst, for example: rate mailserver 50/s burst 100")
+	}
+
+	limit.Client = args[0]
+	if limit.Client != AllClients {
+		if err := checkClientName(limit.Client); err != nil {
+			return limit, d.Errf("rate: %v", err)
+		}
+	}
+	requests, interval, err := parseRate(args[1])
+	if err != nil {
+		return limit, d.Errf("rate of client %s: %v", showToken(limit.Client), err)
+	}
+	limit.Requests = requests
+	limit.Interval = caddy.Duration(interval)
+
+	if len(args) == 4 {
+		if args[2] != "burst" {
+			return limit, d.Errf("rate of client %s: expected 'burst', found %s",
+				showToken(limit.Client), quoteIfName(args[2]))
+		}
+		burst, err := strconv.Atoi(args[3])
+		if err != nil || burst <= 0 {
+			return limit, d.Errf("rate of client %s: burst %s is not a positive whole "+
+				"number", showToken(limit.Client), showToken(args[3]))
+		}
+		limit.Burst = burst
+	}
+	return limit, nil
 }
 
 // quoteIfName quotes token for an error message if it looks like a

@@ -2,6 +2,7 @@ package apikey
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -675,4 +677,275 @@ func TestHandlerJSON(t *testing.T) {
 		KeysFile: "/etc/caddy/api-keys",
 		Allow:    []string{"mailserver", "scanner"},
 	}, h)
+}
+
+func TestUnmarshalCaddyfileProtection(t *testing.T) {
+	tests := []struct {
+		name  string
+		lines string
+		want  Handler
+	}{
+		{
+			name:  "max_failures off",
+			lines: "max_failures off",
+			want:  Handler{Throttle: &FailureThrottle{Disabled: true}},
+		},
+		{
+			name:  "max_failures count and window",
+			lines: "max_failures 10 1m",
+			want:  Handler{Throttle: &FailureThrottle{MaxFailures: 10, Window: caddy.Duration(time.Minute)}},
+		},
+		{
+			name:  "max_failures window in seconds",
+			lines: "max_failures 5 30s",
+			want:  Handler{Throttle: &FailureThrottle{MaxFailures: 5, Window: caddy.Duration(30 * time.Second)}},
+		},
+		{
+			name:  "max_failures window in days",
+			lines: "max_failures 1000 1d",
+			want:  Handler{Throttle: &FailureThrottle{MaxFailures: 1000, Window: caddy.Duration(24 * time.Hour)}},
+		},
+		{
+			name:  "rate per second",
+			lines: "rate mailserver 50/s",
+			want: Handler{RateLimits: []RateLimit{
+				{Client: "mailserver", Requests: 50, Interval: caddy.Duration(time.Second)},
+			}},
+		},
+		{
+			name:  "rate per minute with burst",
+			lines: "rate * 600/m burst 100",
+			want: Handler{RateLimits: []RateLimit{
+				{Client: "*", Requests: 600, Interval: caddy.Duration(time.Minute), Burst: 100},
+			}},
+		},
+		{
+			name:  "rate per hour",
+			lines: "rate backup 10/h",
+			want: Handler{RateLimits: []RateLimit{
+				{Client: "backup", Requests: 10, Interval: caddy.Duration(time.Hour)},
+			}},
+		},
+		{
+			name:  "rate per Go duration",
+			lines: "rate scanner.v2 10/1m30s burst 1",
+			want: Handler{RateLimits: []RateLimit{
+				{Client: "scanner.v2", Requests: 10, Interval: caddy.Duration(90 * time.Second), Burst: 1},
+			}},
+		},
+		{
+			name:  "rate lines accumulate",
+			lines: "rate mailserver 50/s\n\t\t\t\tmax_failures 5 1m\n\t\t\t\trate * 1/s",
+			want: Handler{
+				Throttle: &FailureThrottle{MaxFailures: 5, Window: caddy.Duration(time.Minute)},
+				RateLimits: []RateLimit{
+					{Client: "mailserver", Requests: 50, Interval: caddy.Duration(time.Second)},
+					{Client: "*", Requests: 1, Interval: caddy.Duration(time.Second)},
+				},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			input := "api_key {\n\t\t\t\t" + tt.lines + "\n\t\t\t}"
+			var h Handler
+
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, h)
+		})
+	}
+}
+
+// TestUnmarshalCaddyfileProtectionErrors checks every malformed
+// max_failures and rate line. Each error names its line, and none shows a
+// token that would pass as a key, since a key pasted onto the wrong line
+// would otherwise end up in logs and in the admin API's response.
+func TestUnmarshalCaddyfileProtectionErrors(t *testing.T) {
+	const secret = "Zm9vYmFyYmF6cXV4cXV1eA=="
+	tests := []struct {
+		name    string
+		lines   string // lines of the api_key block after the key line
+		want    []string
+		secrets []string
+	}{
+		{"max_failures without arguments", "max_failures", []string{"max_failures takes 'off'"}, nil},
+		{"max_failures with count only", "max_failures 10", []string{"max_failures takes 'off'"}, nil},
+		{"max_failures on", "max_failures on", []string{"max_failures takes 'off'"}, nil},
+		{"max_failures off with window", "max_failures off 1m", []string{"max_failures", `"off"`}, nil},
+		{"max_failures with three arguments", "max_failures 10 1m 5", []string{"max_failures takes 'off'"}, nil},
+		{"max_failures zero", "max_failures 0 1m", []string{`count "0" is not a positive whole number`}, nil},
+		{"max_failures negative", "max_failures -1 1m", []string{`count "-1" is not a positive`}, nil},
+		{"max_failures fraction", "max_failures 1.5 1m", []string{`count "1.5" is not a positive`}, nil},
+		{"max_failures word", "max_failures ten 1m", []string{`count "ten" is not a positive`}, nil},
+		{"max_failures zero window", "max_failures 10 0s", []string{`window "0s" is not a positive duration`}, nil},
+		{"max_failures negative window", "max_failures 10 -1m", []string{`window "-1m" is not a positive`}, nil},
+		{"max_failures window without unit", "max_failures 10 60", []string{`window "60" is not a positive`}, nil},
+		{"max_failures unknown unit", "max_failures 10 1x", []string{`window "1x" is not a positive`}, nil},
+		{"max_failures twice", "max_failures 10 1m\n\t\t\t\tmax_failures 20 1m", []string{"max_failures already set"}, nil},
+		{"max_failures off twice", "max_failures off\n\t\t\t\tmax_failures off", []string{"max_failures already set"}, nil},
+		{"max_failures key as count", "max_failures " + secret + " 1m", []string{"max_failures"}, []string{secret}},
+		{"max_failures key as window", "max_failures 10 " + secret, []string{"max_failures"}, []string{secret}},
+		{"rate without arguments", "rate", []string{"rate takes a client name or '*'"}, nil},
+		{"rate without rate", "rate mailserver", []string{"rate takes a client name or '*'"}, nil},
+		{"rate with burst keyword only", "rate mailserver 50/s burst", []string{"rate takes a client name"}, nil},
+		{"rate with five arguments", "rate mailserver 50/s burst 10 20", []string{"rate takes a client name"}, nil},
+		{"rate without interval", "rate mailserver 50", []string{`client "mailserver"`, "no '/'"}, nil},
+		{"rate of zero", "rate mailserver 0/s", []string{`client "mailserver"`, "not a positive whole number"}, nil},
+		{"rate negative", "rate mailserver -5/s", []string{`client "mailserver"`, "not a positive whole number"}, nil},
+		{"rate per day", "rate mailserver 50/d", []string{`client "mailserver"`, "not s, m, h or a positive"}, nil},
+		{"rate zero interval", "rate mailserver 50/0s", []string{`client "mailserver"`, "not s, m, h or a positive"}, nil},
+		{"rate negative interval", "rate mailserver 50/-1m", []string{`client "mailserver"`, "not s, m, h or a positive"}, nil},
+		{"burst zero", "rate mailserver 50/s burst 0", []string{`client "mailserver"`, `burst "0" is not a positive`}, nil},
+		{"burst negative", "rate mailserver 50/s burst -1", []string{`burst "-1" is not a positive`}, nil},
+		{"burst word", "rate mailserver 50/s burst many", []string{`burst "many" is not a positive`}, nil},
+		{"burst misspelt", "rate mailserver 50/s bust 10", []string{"expected 'burst'", `"bust"`}, nil},
+		{"rate invalid client", "rate mail/server 50/s", []string{"rate:", "client name is invalid"}, []string{"mail/server"}},
+		{"rate two stars", "rate ** 50/s", []string{"rate:", "client name is invalid"}, nil},
+		{"rate key as client", "rate " + secret + " 50/s", []string{"client name is invalid"}, []string{secret}},
+		{"rate key as rate", "rate mailserver " + secret, []string{`client "mailserver"`}, []string{secret}},
+		{"rate key with slash as rate", "rate mailserver abc/defghijklmnopqr", []string{`client "mailserver"`}, []string{"defghijklmnopqr"}},
+		{"rate key as burst", "rate mailserver 50/s burst " + secret, []string{`client "mailserver"`}, []string{secret}},
+		{"rate key in place of burst", "rate mailserver 50/s " + secret + " 10", []string{"expected 'burst'"}, []string{secret}},
+		{
+			// A client name that passes as a key may be a key written in
+			// the wrong place.
+			name:    "rate key-like client with bad rate",
+			lines:   "rate correcthorsebatterystaple 50/x",
+			want:    []string{"not s, m, h or a positive"},
+			secrets: []string{"correcthorsebatterystaple"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			input := "api_key {\n\t\t\t\tkey mailserver {env.MAILSERVER_API_KEY}\n\t\t\t\t" +
+				tt.lines + "\n\t\t\t}"
+			line := 3 + strings.Count(tt.lines, "\n")
+			var h Handler
+
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), fmt.Sprintf("Testfile:%d", line))
+			for _, want := range tt.want {
+				assert.Contains(t, err.Error(), want)
+			}
+			for _, secret := range tt.secrets {
+				assert.NotContains(t, err.Error(), secret)
+			}
+		})
+	}
+}
+
+// TestCaddyfileProtectionProvision adapts a Caddyfile with max_failures
+// and rate lines, loads the handler from the JSON and checks that both
+// take effect.
+func TestCaddyfileProtectionProvision(t *testing.T) {
+	config := adaptCaddyfile(t, ":8080 {\n"+
+		"\tapi_key {\n"+
+		"\t\tkey mailserver {env.APIKEY_TEST_MAIL}\n"+
+		"\t\tkey scanner {env.APIKEY_TEST_SCANNER}\n"+
+		"\t\tmax_failures 3 1m\n"+
+		"\t\trate mailserver 2/m burst 1\n"+
+		"\t\trate * 5/h\n"+
+		"\t}\n"+
+		"}\n")
+	t.Setenv("APIKEY_TEST_MAIL", mailKey)
+	t.Setenv("APIKEY_TEST_SCANNER", scannerKey)
+	routes := adaptedRoutes(t, config)
+	require.Len(t, routes, 1)
+	require.Len(t, routes[0].Handle, 1)
+	var h Handler
+	require.NoError(t, json.Unmarshal(routes[0].Handle[0], &h))
+	clock := newTestClock(rateStart)
+	h.now = clock.Now
+	provisionWithCleanup(t, &h)
+
+	mail := admitted(&h, mailKey, 5)
+	scanner := admitted(&h, scannerKey, 10)
+	failFrom(t, &h, testClientIP, 3)
+	throttled := serveWithKey(&h, scannerKey)
+
+	assert.Equal(t, 1, mail, "rate mailserver 2/m burst 1")
+	assert.Equal(t, 5, scanner, "rate * 5/h")
+	assertThrottled(t, throttled)
+	assert.Equal(t, FailureThrottle{
+		MaxFailures:         3,
+		Window:              caddy.Duration(time.Minute),
+		MaxTrackedAddresses: DefaultMaxTrackedAddresses,
+	}, *h.Throttle)
+}
+
+// TestCaddyfileRateConfigErrors adapts Caddyfiles whose rate lines parse
+// but cannot be provisioned, and checks that the config fails to load.
+func TestCaddyfileRateConfigErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		lines string
+		want  []string
+	}{
+		{"unknown client", "rate backup 1/s", []string{`"backup"`, "not configured"}},
+		{"same client twice", "rate mailserver 1/s\n\t\trate mailserver 2/s", []string{`"mailserver"`, "set twice"}},
+		{"star twice", "rate * 1/s\n\t\trate * 1/s", []string{`"*"`, "set twice"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			config := adaptCaddyfile(t, ":8080 {\n\tapi_key {\n"+
+				"\t\tkey mailserver "+mailKey+"\n\t\t"+tt.lines+"\n\t}\n}\n")
+			routes := adaptedRoutes(t, config)
+			require.Len(t, routes, 1)
+			require.Len(t, routes[0].Handle, 1)
+			var h Handler
+			require.NoError(t, json.Unmarshal(routes[0].Handle[0], &h))
+			t.Cleanup(func() { _ = h.Cleanup() })
+
+			err := provisionError(t, &h)
+
+			require.Error(t, err)
+			for _, want := range tt.want {
+				assert.Contains(t, err.Error(), want)
+			}
+			assert.NotContains(t, err.Error(), mailKey)
+		})
+	}
+}
+
+func TestHandlerJSONProtection(t *testing.T) {
+	input := `{
+		"handler": "api_key",
+		"keys": [{"client": "mailserver", "key": "{env.K}"}],
+		"throttle": {"disabled": false, "max_failures": 20, "window": "30s", "max_tracked_addresses": 500},
+		"rate_limits": [
+			{"client": "mailserver", "requests": 50, "interval": "1m", "burst": 10},
+			{"client": "*", "requests": 5}
+		]
+	}`
+	var h Handler
+
+	err := json.Unmarshal([]byte(input), &h)
+
+	require.NoError(t, err)
+	assert.Equal(t, Handler{
+		Keys: []ClientKey{{Client: "mailserver", Key: "{env.K}"}},
+		Throttle: &FailureThrottle{
+			MaxFailures:         20,
+			Window:              caddy.Duration(30 * time.Second),
+			MaxTrackedAddresses: 500,
+		},
+		RateLimits: []RateLimit{
+			{Client: "mailserver", Requests: 50, Interval: caddy.Duration(time.Minute), Burst: 10},
+			{Client: "*", Requests: 5},
+		},
+	}, h)
+}
+
+func TestHandlerJSONThrottleDisabled(t *testing.T) {
+	var h Handler
+
+	err := json.Unmarshal([]byte(`{"throttle": {"disabled": true}}`), &h)
+
+	require.NoError(t, err)
+	require.NotNil(t, h.Throttle)
+	assert.True(t, h.Throttle.Disabled)
 }

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -35,6 +38,9 @@ var (
 	rejectExpired   = &rejection{http.StatusUnauthorized, "expired", errKeyInvalid}
 	rejectForbidden = &rejection{http.StatusForbidden, "forbidden",
 		errors.New("API key not allowed on this route")}
+
+	rejectThrottled   = &rejection{http.StatusTooManyRequests, resultThrottled, errThrottled}
+	rejectRateLimited = &rejection{http.StatusTooManyRequests, resultRateLimited, errRateLimited}
 )
 
 // ServeHTTP passes the request to next if it carries exactly one value of
@@ -42,24 +48,41 @@ var (
 // allowed client. Otherwise it returns a 401 or 403 handler error, and next
 // is not called.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	now := h.now()
+	wait, address := h.throttledFor(r, now)
+	if wait > 0 {
+		setRetryAfter(w, wait)
+		h.protection.anonymous[resultThrottled].Inc()
+		return h.reject(w, r, rejectThrottled, "")
+	}
+
 	values := r.Header[h.keyHeader]
 	switch {
 	case len(values) == 0 || (len(values) == 1 && values[0] == ""):
-		return h.reject(w, r, rejectMissing, "")
+		return h.rejectFailure(w, r, rejectMissing, address, now)
 	case len(values) > 1:
-		return h.reject(w, r, rejectDuplicate, "")
+		return h.rejectFailure(w, r, rejectDuplicate, address, now)
 	}
 
 	entry, ok := h.keys.lookup(values[0])
 	if !ok {
-		return h.reject(w, r, rejectInvalid, "")
+		return h.rejectFailure(w, r, rejectInvalid, address, now)
 	}
-	if entry.expired(h.now()) {
+	if entry.expired(now) {
+		entry.counters.expired.Inc()
+		h.recordFailure(address, now)
 		return h.reject(w, r, rejectExpired, entry.client)
 	}
 	if !entry.allowed {
+		entry.counters.forbidden.Inc()
 		return h.reject(w, r, rejectForbidden, entry.client)
 	}
+	if entry.limiter != nil && !entry.limiter.AllowN(now, 1) {
+		entry.counters.rateLimited.Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(entry.limiter, now)))
+		return h.reject(w, r, rejectRateLimited, entry.client)
+	}
+	entry.counters.allowed.Inc()
 
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl != nil {
@@ -149,8 +172,19 @@ func (f *trailerFilter) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// rejectFailure rejects a request that named no valid client, and counts
+// it against the client address.
+func (h *Handler) rejectFailure(w http.ResponseWriter, r *http.Request, rejected *rejection,
+	address netip.Addr, now time.Time,
+) error {
+	h.protection.anonymous[rejected.reason].Inc()
+	h.recordFailure(address, now)
+	return h.reject(w, r, rejected, "")
+}
+
 // reject logs the rejection and returns its handler error. The client is
-// named when the key was valid but expired or not allowed.
+// named when the key was valid but expired, not allowed or over its rate
+// limit.
 func (h *Handler) reject(w http.ResponseWriter, r *http.Request, rejected *rejection,
 	client string,
 ) error {
@@ -168,7 +202,8 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, rejected *rejec
 		header.Set("Connection", "close")
 	}
 
-	if entry := h.logger.Check(zapcore.DebugLevel, "request rejected"); entry != nil {
+	h.countRejection(rejected.reason)
+	if entry := h.protection.sampledLogger.Check(zapcore.DebugLevel, "request rejected"); entry != nil {
 		clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 		fields := []zap.Field{
 			zap.String("reason", rejected.reason),

@@ -453,6 +453,9 @@ func TestServeHTTPNextError(t *testing.T) {
 func observeLogs(h *Handler) *observer.ObservedLogs {
 	core, logs := observer.New(zapcore.DebugLevel)
 	h.logger = zap.New(core)
+	if h.protection != nil {
+		h.protection.sampledLogger = sampledLogger(h.logger)
+	}
 	return logs
 }
 
@@ -546,6 +549,7 @@ func TestServeHTTPRejectionLogLevel(t *testing.T) {
 	h := newMailHandler(t)
 	core, logs := observer.New(zapcore.InfoLevel)
 	h.logger = zap.New(core)
+	h.protection.sampledLogger = sampledLogger(h.logger)
 	r, _ := newTestRequest(http.MethodGet, nil)
 	r.Header.Set("X-API-KEY", scannerKey)
 
@@ -561,6 +565,8 @@ func TestServeHTTPConcurrent(t *testing.T) {
 			{Client: "scanner", Key: scannerKey},
 		},
 		ClientHeader: "X-Api-Client",
+		// Half of the requests fail; throttling would turn them into 429s.
+		Throttle: &FailureThrottle{Disabled: true},
 	})
 	keys := []string{mailKey, scannerKey, backupKey, ""}
 	wantClients := []string{"mailserver", "scanner", "", ""}

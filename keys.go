@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -70,6 +72,11 @@ type keyEntry struct {
 	// allowed is false for a client that the handler's allow list leaves
 	// out: its key is valid, but the request gets 403.
 	allowed bool
+
+	// limiter is the client's rate limit, or nil.
+	limiter *rate.Limiter
+
+	counters clientCounters
 }
 
 // expired reports whether the entry has an expiry time and now is after it.
@@ -85,6 +92,9 @@ func (e *keyEntry) expired(now time.Time) bool {
 type keyring struct {
 	entries []keyEntry
 	index   map[uint64]int
+
+	// origins are where each entry was configured, for error messages.
+	origins []string
 
 	// decoy is compared when no candidate is found, so that a miss does
 	// the same work as a hit.
@@ -124,7 +134,7 @@ func resolveClientKeys(repl *caddy.Replacer, keys []ClientKey) ([]resolvedKey, e
 			client:  configured.Client,
 			digest:  digest,
 			expires: expires,
-			origin:  "key " + configured.Client,
+			origin:  fmt.Sprintf("keys[%d]", i),
 		})
 	}
 	return resolved, nil
@@ -146,9 +156,8 @@ func newKeyring(keys []resolvedKey) (*keyring, error) {
 	origins := make(map[string]string, len(keys))
 	for _, key := range keys {
 		if first, seen := origins[key.client]; seen {
-			return nil, fmt.Errorf("client %q is configured twice (%s, %s); give each "+
-				"key its own client name, for example %s-2",
-				key.client, first, key.origin, key.client)
+			return nil, fmt.Errorf("client %s is configured twice (%s, %s); give each "+
+				"key its own client name", showToken(key.client), first, key.origin)
 		}
 		origins[key.client] = key.origin
 
@@ -164,16 +173,18 @@ func (k *keyring) add(key resolvedKey) error {
 	prefix := indexOf(key.digest)
 	if i, found := k.index[prefix]; found {
 		if k.entries[i].digest == key.digest {
-			return fmt.Errorf("clients %q and %q have the same key; "+
-				"every client needs its own key", k.entries[i].client, key.client)
+			return fmt.Errorf("clients %s (%s) and %s (%s) have the same key; "+
+				"every client needs its own key", showToken(k.entries[i].client),
+				k.origins[i], showToken(key.client), key.origin)
 		}
 		// Two distinct SHA-256 digests that share 64 bits: possible in
 		// theory, never seen in practice.
-		return fmt.Errorf("the key of client %q collides with the key of client %q "+
-			"in the first 8 bytes of its SHA-256 digest; generate a new key for %q",
-			key.client, k.entries[i].client, key.client)
+		return fmt.Errorf("the key of client %s (%s) collides with the key of client %s "+
+			"in the first 8 bytes of its SHA-256 digest; generate a new key for the first",
+			showToken(key.client), key.origin, showToken(k.entries[i].client))
 	}
 	k.index[prefix] = len(k.entries)
+	k.origins = append(k.origins, key.origin)
 	k.entries = append(k.entries, keyEntry{
 		digest:  key.digest,
 		client:  key.client,
@@ -200,12 +211,8 @@ func (k *keyring) restrict(names []string) error {
 	}
 	for _, name := range names {
 		if allowed[name] {
-			shown := strconv.Quote(name)
-			if checkSecret(name) == nil {
-				shown = "(not shown, in case it is a key)"
-			}
 			return fmt.Errorf("allow names the client %s, which is not configured; "+
-				"configured clients: %s", shown, strings.Join(k.clientNames(), ", "))
+				"configured clients: %s", showToken(name), strings.Join(k.clientNames(), ", "))
 		}
 	}
 	return nil
@@ -355,6 +362,15 @@ func resolveKey(repl *caddy.Replacer, client, rawKey string) (string, error) {
 		return "", fmt.Errorf("client %q: resolving %s: %v", client, describeKey(rawKey), err)
 	}
 	return key, nil
+}
+
+// showToken quotes a config token for an error message, unless the token
+// would pass as a key: a token in the wrong place may be a secret.
+func showToken(token string) string {
+	if checkSecret(token) == nil {
+		return "(not shown, in case it is a key)"
+	}
+	return strconv.Quote(token)
 }
 
 // clientLabel names a client in an error about its key. When the key is a

@@ -1060,7 +1060,7 @@ func TestNewKeyringMixedHashedAndPlaintext(t *testing.T) {
 
 func TestNewKeyringDuplicateOrigins(t *testing.T) {
 	keys := []resolvedKey{
-		{client: "mailserver", digest: sha256.Sum256([]byte(mailKey)), origin: "key mailserver"},
+		{client: "mailserver", digest: sha256.Sum256([]byte(mailKey)), origin: "keys[0]"},
 		{client: "mailserver", digest: sha256.Sum256([]byte(scannerKey)),
 			origin: "keys_file /etc/caddy/api-keys, line 3"},
 	}
@@ -1070,7 +1070,7 @@ func TestNewKeyringDuplicateOrigins(t *testing.T) {
 	require.Error(t, err)
 	assert.Nil(t, ring)
 	assert.Contains(t, err.Error(), `client "mailserver" is configured twice`)
-	assert.Contains(t, err.Error(), "key mailserver")
+	assert.Contains(t, err.Error(), "keys[0]")
 	assert.Contains(t, err.Error(), "keys_file /etc/caddy/api-keys, line 3")
 }
 
@@ -1090,7 +1090,7 @@ func TestResolveClientKeysExpires(t *testing.T) {
 	assert.True(t, want.Add(30*time.Minute).Equal(resolved[1].expires),
 		"scanner expires %v", resolved[1].expires)
 	assert.True(t, resolved[2].expires.IsZero(), "backup expires %v", resolved[2].expires)
-	assert.Equal(t, "key mailserver", resolved[0].origin)
+	assert.Equal(t, "keys[0]", resolved[0].origin)
 }
 
 func TestResolveClientKeysExpiresErrors(t *testing.T) {

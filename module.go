@@ -91,6 +91,16 @@ type Handler struct {
 	// the client sent in that header is replaced. Default: unset.
 	ClientHeader string `json:"client_header,omitempty"`
 
+	// Throttle slows down client addresses that send many requests with
+	// bad keys. Default: on, with 100 failures a minute.
+	Throttle *FailureThrottle `json:"throttle,omitempty"`
+
+	// RateLimits limit how often each authenticated client may call,
+	// beyond which requests get 429 Too Many Requests. The state of a
+	// limit is kept per Caddy instance, and survives a config reload that
+	// keeps the client's limit. Default: no limits.
+	RateLimits []RateLimit `json:"rate_limits,omitempty"`
+
 	// The canonical forms of Header and ClientHeader, used on the request
 	// path to index http.Header without canonicalizing on every request.
 	keyHeader    string
@@ -104,8 +114,9 @@ type Handler struct {
 	// client header.
 	filteredTrailers []string
 
-	keys   *keyring
-	logger *zap.Logger
+	keys       *keyring
+	logger     *zap.Logger
+	protection *protection
 
 	// now returns the current time; tests replace it.
 	now func() time.Time
@@ -161,6 +172,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.keys = keys
 
+	if err := h.provisionProtection(ctx); err != nil {
+		return err
+	}
+
 	h.logger.Info("API keys loaded",
 		zap.String("header", h.Header),
 		zap.Strings("clients", keys.clientNames()),
@@ -210,9 +225,9 @@ func (h *Handler) loadKeys() (*keyring, error) {
 			continue
 		}
 		if now.After(key.expires) {
-			return nil, fmt.Errorf("client %q (%s): the key expired at %s; remove it, "+
+			return nil, fmt.Errorf("client %s (%s): the key expired at %s; remove it, "+
 				"or set a later expiry if it is still in use",
-				key.client, key.origin, key.expires.Format(time.RFC3339))
+				showToken(key.client), key.origin, key.expires.Format(time.RFC3339))
 		}
 		if key.expires.Sub(now) <= expiryWarning {
 			h.logger.Warn("API key expires soon; rotate it",
@@ -247,13 +262,13 @@ func (h *Handler) Validate() error {
 func checkHeaderName(option, name string) error {
 	for i := 0; i < len(name); i++ {
 		if !isTokenChar(name[i]) {
-			return fmt.Errorf("%s %q is not a valid header field name; "+
-				"use letters, digits and '-'", option, name)
+			return fmt.Errorf("%s %s is not a valid header field name; "+
+				"use letters, digits and '-'", option, showToken(name))
 		}
 	}
 	if strings.ContainsAny(name, "_.") {
-		return fmt.Errorf("%s %q contains '_' or '.'; Caddy drops request headers "+
-			"with such names before handlers run, so use '-' instead", option, name)
+		return fmt.Errorf("%s %s contains '_' or '.'; Caddy drops request headers "+
+			"with such names before handlers run, so use '-' instead", option, showToken(name))
 	}
 	switch http.CanonicalHeaderKey(name) {
 	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",

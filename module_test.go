@@ -339,7 +339,7 @@ func TestProvisionKeysFileErrors(t *testing.T) {
 				path := writeKeysFile(t, "scanner "+scannerKey+"\nmailserver "+backupKey+"\n", 0o600)
 				return &Handler{Keys: []ClientKey{{Client: "mailserver", Key: mailKey}}, KeysFile: path}, path
 			},
-			want: []string{`client "mailserver" is configured twice`, "key mailserver", ", line 2"},
+			want: []string{`client "mailserver" is configured twice`, "keys[0]", ", line 2"},
 		},
 		{
 			name: "client twice in file",
@@ -576,7 +576,7 @@ func TestProvisionExpired(t *testing.T) {
 				return
 			}
 			require.Error(t, err)
-			assert.Contains(t, err.Error(), `client "mailserver" (key mailserver)`)
+			assert.Contains(t, err.Error(), `client "mailserver" (keys[1])`)
 			assert.Contains(t, err.Error(), "expired at 2027-01-31T00:00:00Z")
 			assert.NotContains(t, err.Error(), mailKey)
 		})
