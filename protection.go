@@ -18,9 +18,9 @@ import (
 )
 
 // FailureThrottle throttles client addresses that send too many requests
-// with a missing, invalid, duplicate or expired key: once an address has
+// with a missing, invalid, duplicate or expired key. Once an address has
 // made MaxFailures such requests within Window, its requests get 429 Too
-// Many Requests for one Window, without their key being checked. Valid
+// Many Requests for one Window, and their keys are not checked. Valid
 // requests from other addresses are never slowed.
 type FailureThrottle struct {
 	// Disabled turns throttling off. Default: false.

@@ -27,7 +27,7 @@ const (
 // grouped by /64 prefix, since one host commonly holds a whole /64. It
 // tracks at most maxTracked addresses and evicts the least recently used
 // one to make room, so a flood from many addresses cannot grow it without
-// bound; an evicted address starts again from zero.
+// bound. An evicted address starts again from zero.
 type failureTracker struct {
 	maxFailures int
 	window      time.Duration
