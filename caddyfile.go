@@ -2,7 +2,6 @@ package apikey
 
 import (
 	"strconv"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -158,9 +157,8 @@ func parseKeyLine(d *caddyfile.Dispenser) (ClientKey, error) {
 				return key, d.Errf("client %s: expires takes one argument, an RFC 3339 "+
 					"time, for example: expires 2027-01-31T00:00:00Z", showToken(key.Client))
 			}
-			if _, err := time.Parse(time.RFC3339, key.Expires); err != nil {
-				return key, d.Errf("client %s: expires %s is not an RFC 3339 time; "+
-					"write it like 2027-01-31T00:00:00Z", showToken(key.Client), showToken(key.Expires))
+			if _, err := parseExpiry(key.Expires); err != nil {
+				return key, d.Errf("client %s: %v", showToken(key.Client), err)
 			}
 
 		default:

@@ -77,6 +77,12 @@ digest, which cannot be used to call the service.
 				sub.Flags().String("client", DefaultClient, "client name for the printed key line")
 				cmd.AddCommand(sub)
 			}
+			// Cobra's flag errors repeat the flag, and a key that starts
+			// with '-' would be taken for one.
+			cmd.SetFlagErrorFunc(func(*cobra.Command, error) error {
+				return errors.New("invalid flag (not shown, in case it is a key); " +
+					"the only flag is --client; see 'caddy api-key --help'")
+			})
 			cmd.Args = noArguments("unknown api-key subcommand (not shown, in case it " +
 				"is a key); use generate or hash")
 			cmd.RunE = func(cmd *cobra.Command, _ []string) error {

@@ -330,7 +330,7 @@ func TestAPIKeyCommandErrors(t *testing.T) {
 		{"generate argument", "", []string{"generate", "extra"}, "generate takes no arguments"},
 		{"generate invalid client", "", []string{"generate", "--client", "a/b"}, "client name is invalid"},
 		{"unknown subcommand", "", []string{"rotate"}, "unknown api-key subcommand"},
-		{"unknown flag", "", []string{"generate", "--name", "x"}, "unknown flag"},
+		{"unknown flag", "", []string{"generate", "--name", "x"}, "invalid flag"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package apikey
 
 import (
+	"crypto/sha256"
 	"errors"
 	"io"
 	"net/http"
@@ -43,6 +44,21 @@ var (
 	rejectRateLimited = &rejection{http.StatusTooManyRequests, resultRateLimited, errRateLimited}
 )
 
+// authenticatedVar is the Caddy request variable in which an admitting
+// handler leaves the key's digest, so that a later api_key handler on the
+// same request can check the same key after the header was removed.
+const authenticatedVar = "api_key.authenticated"
+
+// authentication is the value of authenticatedVar. It formats as the
+// client name, so that a {http.vars.api_key.authenticated} placeholder
+// shows no digest.
+type authentication struct {
+	digest [sha256.Size]byte
+	client string
+}
+
+func (a *authentication) String() string { return a.client }
+
 // ServeHTTP passes the request to next if it carries exactly one value of
 // the key header and that value is a configured, unexpired key of an
 // allowed client. Otherwise it returns a 401 or 403 handler error, and next
@@ -57,17 +73,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	values := r.Header[h.keyHeader]
+	var entry *keyEntry
 	switch {
-	case len(values) == 0 || (len(values) == 1 && values[0] == ""):
+	case len(values) == 0:
+		// An earlier api_key handler may have admitted the request and
+		// removed the key header; it left the key's digest behind.
+		earlier, found := caddyhttp.GetVar(r.Context(), authenticatedVar).(*authentication)
+		if !found {
+			return h.rejectFailure(w, r, rejectMissing, address, now)
+		}
+		if entry, found = h.keys.lookupDigest(earlier.digest); !found {
+			return h.reject(w, r, rejectInvalid, "")
+		}
+	case len(values) == 1 && values[0] == "":
 		return h.rejectFailure(w, r, rejectMissing, address, now)
 	case len(values) > 1:
 		return h.rejectFailure(w, r, rejectDuplicate, address, now)
+	default:
+		var found bool
+		if entry, found = h.keys.lookup(values[0]); !found {
+			return h.rejectFailure(w, r, rejectInvalid, address, now)
+		}
 	}
 
-	entry, ok := h.keys.lookup(values[0])
-	if !ok {
-		return h.rejectFailure(w, r, rejectInvalid, address, now)
-	}
 	if entry.expired(now) {
 		entry.counters.expired.Inc()
 		h.recordFailure(address, now)
@@ -84,6 +112,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	entry.counters.allowed.Inc()
 
+	caddyhttp.SetVar(r.Context(), authenticatedVar, entry.authentication)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl != nil {
 		repl.Set("http.auth.user.id", entry.client)
@@ -165,11 +194,40 @@ type trailerFilter struct {
 func (f *trailerFilter) Read(p []byte) (int, error) {
 	n, err := f.ReadCloser.Read(p)
 	if err == io.EOF {
-		for _, name := range f.names {
-			delete(f.trailer, name)
+		for field := range f.trailer {
+			for _, name := range f.names {
+				if sameFieldName(field, name) {
+					delete(f.trailer, field)
+				}
+			}
 		}
 	}
 	return n, err
+}
+
+// sameFieldName reports whether two header field names are equal once case
+// is ignored and '_' and '.' are read as '-', as CGI and WSGI backends read
+// them. Caddy drops request headers with '_' or '.' but not trailers.
+func sameFieldName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if foldFieldByte(a[i]) != foldFieldByte(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func foldFieldByte(c byte) byte {
+	switch {
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	case c == '_' || c == '.':
+		return '-'
+	}
+	return c
 }
 
 // rejectFailure rejects a request that named no valid client, and counts

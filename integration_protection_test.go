@@ -7,6 +7,7 @@ package apikey
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -256,7 +257,7 @@ func TestIntegrationRateLimitReload(t *testing.T) {
 	client := newClient()
 	oldLimit := RateLimit{Client: "mailserver", Requests: 3, Interval: caddy.Duration(time.Hour), Burst: 3}
 	references := func() int {
-		count, _ := rateLimiters.References(oldLimit.poolKey("mailserver"))
+		count, _ := rateLimiters.References(oldLimit.poolKey("mailserver", sha256.Sum256([]byte(mailKey))))
 		return count
 	}
 	statuses := func(count int) []int {

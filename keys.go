@@ -75,6 +75,9 @@ type keyEntry struct {
 	limiter *rate.Limiter
 
 	counters clientCounters
+
+	// authentication is left in the request for later api_key handlers.
+	authentication *authentication
 }
 
 // expired reports whether the entry has an expiry time and now is after it.
@@ -121,10 +124,10 @@ func resolveClientKeys(repl *caddy.Replacer, keys []ClientKey) ([]resolvedKey, e
 
 		var expires time.Time
 		if configured.Expires != "" {
-			expires, err = time.Parse(time.RFC3339, configured.Expires)
+			expires, err = parseExpiry(configured.Expires)
 			if err != nil {
-				return nil, fmt.Errorf("client %q: expiry %q is not an RFC 3339 time; "+
-					"write it like 2027-01-31T00:00:00Z", configured.Client, configured.Expires)
+				return nil, fmt.Errorf("keys[%d]: %s: %v", i,
+					clientLabel(configured.Client, configured.Key), err)
 			}
 		}
 
@@ -163,6 +166,16 @@ func newKeyring(keys []resolvedKey) (*keyring, error) {
 			return nil, err
 		}
 	}
+
+	// A name pasted in place of the key and the key in place of the name,
+	// as in 'key <key> sha256:<digest of key>', would load and then log
+	// the key as a client name.
+	for i, entry := range ring.entries {
+		if _, found := ring.lookupDigest(sha256.Sum256([]byte(entry.client))); found {
+			return nil, fmt.Errorf("%s: the client name (not shown) is a configured key; "+
+				"put the name before the key", ring.origins[i])
+		}
+	}
 	return ring, nil
 }
 
@@ -184,10 +197,11 @@ func (k *keyring) add(key resolvedKey) error {
 	k.index[prefix] = len(k.entries)
 	k.origins = append(k.origins, key.origin)
 	k.entries = append(k.entries, keyEntry{
-		digest:  key.digest,
-		client:  key.client,
-		expires: key.expires,
-		allowed: true,
+		digest:         key.digest,
+		client:         key.client,
+		expires:        key.expires,
+		allowed:        true,
+		authentication: &authentication{digest: key.digest, client: key.client},
 	})
 	return nil
 }
@@ -219,8 +233,12 @@ func (k *keyring) restrict(names []string) error {
 // lookup returns the entry of the client that holds key, and whether
 // there is one.
 func (k *keyring) lookup(key string) (*keyEntry, bool) {
-	digest := sha256.Sum256([]byte(key))
+	return k.lookupDigest(sha256.Sum256([]byte(key)))
+}
 
+// lookupDigest returns the entry whose key has digest, and whether there
+// is one.
+func (k *keyring) lookupDigest(digest [sha256.Size]byte) (*keyEntry, bool) {
 	candidate := &k.decoy
 	i, found := k.index[indexOf(digest)]
 	if found {
@@ -274,6 +292,26 @@ func parseKey(key string) ([sha256.Size]byte, error) {
 		return digest, err
 	}
 	return sha256.Sum256([]byte(key)), nil
+}
+
+// parseExpiry parses an RFC 3339 expiry time. Its error does not repeat
+// the text unless it is clearly not a key.
+func parseExpiry(text string) (time.Time, error) {
+	expires, err := time.Parse(time.RFC3339, text)
+	if err != nil {
+		shown := strconv.Quote(text)
+		if strings.Trim(text, "0123456789-:.+TZtz ") != "" {
+			// Not made of a time's characters, so possibly a key.
+			shown = showToken(text)
+		}
+		return time.Time{}, fmt.Errorf("expiry %s is not an RFC 3339 time; write it "+
+			"like 2027-01-31T00:00:00Z", shown)
+	}
+	if expires.Unix() <= 0 {
+		return time.Time{}, fmt.Errorf("expiry %s is before 1970; write a real time "+
+			"like 2027-01-31T00:00:00Z, or leave the expiry out", text)
+	}
+	return expires, nil
 }
 
 // hasDigestPrefix reports whether key starts with "sha256:", in any case.
@@ -336,13 +374,56 @@ func checkClientName(name string) error {
 			"use at most %d letters, digits, '.', '_' and '-', and put the name "+
 			"before the key", maxClientNameLength)
 	}
+	if looksLikeKey(name) {
+		return errors.New("the client name looks like a key (not shown): it mixes upper " +
+			"and lower case letters and digits, or is a long hex string. Use a short " +
+			"readable name such as mailserver, and put it before the key")
+	}
 	return nil
+}
+
+// looksLikeKey reports whether token has the shape of a generated secret,
+// as 'caddy api-key generate', 'openssl rand -base64' or 'openssl rand
+// -hex' print them: 20 or more characters that mix upper and lower case
+// letters and digits, or 32 or more hex digits. Such a token is kept out
+// of names and error messages, since it may be a key in the wrong place.
+func looksLikeKey(token string) bool {
+	var upper, lower, digit, nonHex bool
+	for i := 0; i < len(token); i++ {
+		c := token[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			upper = true
+			nonHex = nonHex || c > 'F'
+		case 'a' <= c && c <= 'z':
+			lower = true
+			nonHex = nonHex || c > 'f'
+		case '0' <= c && c <= '9':
+			digit = true
+		default:
+			nonHex = true
+		}
+	}
+	mixed := len(token) >= 20 && upper && lower && digit
+	hexString := len(token) >= 32 && !nonHex
+	return mixed || hexString
+}
+
+// showPath returns path for logs and errors: as it is when it has the form
+// of a path (it starts with '/' or '.', or contains a placeholder), and
+// left out when it has the shape of a key written in its place.
+func showPath(path string) string {
+	if strings.HasPrefix(path, "/") || strings.HasPrefix(path, ".") ||
+		strings.Contains(path, "{") || !looksLikeKey(path) {
+		return path
+	}
+	return "(path not shown, in case it is a key)"
 }
 
 // showToken quotes a config token for an error message, unless the token
 // would pass as a key: a token in the wrong place may be a secret.
 func showToken(token string) string {
-	if checkSecret(token) == nil {
+	if checkSecret(token) == nil || looksLikeKey(token) {
 		return "(not shown, in case it is a key)"
 	}
 	return strconv.Quote(token)
@@ -352,7 +433,8 @@ func showToken(token string) string {
 // literal and the name would pass as a secret, the two may have been
 // swapped, so the name is left out in case it is the key.
 func clientLabel(name, rawKey string) string {
-	if len(placeholderNames(rawKey)) == 0 && checkSecret(name) == nil {
+	swappable := len(placeholderNames(rawKey)) == 0 && checkSecret(name) == nil
+	if swappable || looksLikeKey(name) {
 		return "client (name not shown, in case name and key are swapped)"
 	}
 	return fmt.Sprintf("client %q", name)

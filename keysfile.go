@@ -19,6 +19,9 @@ const maxKeysFileSize = 4 << 20
 type keysFile struct {
 	keys          []resolvedKey
 	worldReadable bool
+
+	// writable is true when users other than the owner may write it.
+	writable bool
 }
 
 // readKeysFile reads a keys file: one "NAME KEY [EXPIRES]" entry a line,
@@ -27,20 +30,26 @@ type keysFile struct {
 // start with '#' are skipped. Errors name the file and the line, never a
 // key.
 func readKeysFile(path string) (*keysFile, error) {
+	shownPath := showPath(path)
+
+	// Stat before Open: opening a FIFO for reading would block the config
+	// load until something writes to it.
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("keys_file %s: %v; check the path and that the "+
+			"Caddy process may read it", shownPath, unwrapPathError(err))
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("keys_file %s is not a regular file", shownPath)
+	}
+
 	file, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("keys_file %s: %v; check the path and that the "+
-			"Caddy process may read it", path, unwrapPathError(err))
+			"Caddy process may read it", shownPath, unwrapPathError(err))
 	}
 	defer file.Close()
-
-	info, err := file.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("keys_file %s: %v", path, unwrapPathError(err))
-	}
-	if !info.Mode().IsRegular() {
-		return nil, fmt.Errorf("keys_file %s is not a regular file", path)
-	}
+	path = shownPath
 
 	content, err := io.ReadAll(io.LimitReader(file, maxKeysFileSize+1))
 	if err != nil {
@@ -55,7 +64,11 @@ func readKeysFile(path string) (*keysFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &keysFile{keys: keys, worldReadable: info.Mode().Perm()&0o004 != 0}, nil
+	return &keysFile{
+		keys:          keys,
+		worldReadable: info.Mode().Perm()&0o004 != 0,
+		writable:      info.Mode().Perm()&0o022 != 0,
+	}, nil
 }
 
 // parseKeysFile parses the content of the keys file at path.
@@ -88,12 +101,12 @@ func parseKeysFile(path string, content []byte) ([]resolvedKey, error) {
 		var expires time.Time
 		if len(fields) == 3 {
 			expires, err = time.Parse(time.RFC3339, fields[2])
-			if err != nil {
+			if err != nil || expires.Unix() <= 0 {
 				// The field is not shown: it may be the second half of a
 				// key that contains a space.
-				return nil, fmt.Errorf("%s: client %q: the third field is not an "+
-					"RFC 3339 expiry time; write it like 2027-01-31T00:00:00Z",
-					origin, client)
+				return nil, fmt.Errorf("%s: %s: the third field is not an RFC 3339 "+
+					"expiry time after 1970; write it like 2027-01-31T00:00:00Z",
+					origin, clientLabel(client, ""))
 			}
 		}
 

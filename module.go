@@ -203,9 +203,17 @@ func (h *Handler) loadKeys() (*keyring, error) {
 	}
 
 	if h.KeysFile != "" {
+		// A key written in place of the path must not reach logs or errors.
+		shownPath := showPath(h.KeysFile)
+		for _, name := range placeholderNames(h.KeysFile) {
+			if !strings.HasPrefix(name, "env.") {
+				return nil, fmt.Errorf("keys_file %s: only {env.NAME} placeholders are "+
+					"supported in the path", shownPath)
+			}
+		}
 		path, err := repl.ReplaceOrErr(h.KeysFile, true, true)
 		if err != nil {
-			return nil, fmt.Errorf("keys_file %s: %v", h.KeysFile, err)
+			return nil, fmt.Errorf("keys_file %s: %v", shownPath, err)
 		}
 		file, err := readKeysFile(path)
 		if err != nil {
@@ -214,7 +222,12 @@ func (h *Handler) loadKeys() (*keyring, error) {
 		if file.worldReadable {
 			h.logger.Warn("keys file is readable by every user on this machine; "+
 				"restrict it, for example with chmod 640",
-				zap.String("keys_file", path))
+				zap.String("keys_file", shownPath))
+		}
+		if file.writable {
+			h.logger.Warn("keys file is writable by users other than its owner, who "+
+				"could add keys; restrict it, for example with chmod 640",
+				zap.String("keys_file", shownPath))
 		}
 		resolved = append(resolved, file.keys...)
 	}
@@ -265,6 +278,10 @@ func checkHeaderName(option, name string) error {
 			return fmt.Errorf("%s %s is not a valid header field name; "+
 				"use letters, digits and '-'", option, showToken(name))
 		}
+	}
+	if looksLikeKey(name) {
+		return fmt.Errorf("%s (not shown) looks like a key, and header names are "+
+			"sent in responses; use a field name such as X-API-KEY", option)
 	}
 	if strings.ContainsAny(name, "_.") {
 		return fmt.Errorf("%s %s contains '_' or '.'; Caddy drops request headers "+

@@ -82,7 +82,20 @@ type protection struct {
 
 	// sampledLogger logs single rejections, at most a few a second.
 	sampledLogger *zap.Logger
+
+	// expiryWarned records, by client, the last expiry state logged by
+	// warnExpiring, so that each state is logged once per config.
+	expiryWarned map[string]expiryState
 }
+
+// expiryState is how close a key is to its expiry.
+type expiryState int
+
+const (
+	expiryFar expiryState = iota
+	expirySoon
+	expiryPassed
+)
 
 // provisionProtection sets up throttling, rate limits, metrics and log
 // sampling, and starts the background sweep. keys must be provisioned.
@@ -106,7 +119,15 @@ func (h *Handler) provisionProtection(ctx caddy.Context) error {
 		return err
 	}
 
-	go h.protection.sweep(ctx, h.logger, h.now)
+	// loadKeys has logged the keys that expire soon.
+	h.protection.expiryWarned = make(map[string]expiryState)
+	for _, entry := range h.keys.entries {
+		if !entry.expires.IsZero() && entry.expires.Sub(h.now()) <= expiryWarning {
+			h.protection.expiryWarned[entry.client] = expirySoon
+		}
+	}
+
+	go h.protection.sweep(ctx, h.logger, h.now, h.keys)
 	return nil
 }
 
@@ -165,12 +186,13 @@ func (h *Handler) provisionRateLimits() error {
 		if limit == nil {
 			continue
 		}
-		limiter, err := limit.limiter(entry.client)
+		limiter, err := limit.limiter(entry.client, entry.digest)
 		if err != nil {
 			return fmt.Errorf("rate limit of client %s: %v", showToken(entry.client), err)
 		}
 		entry.limiter = limiter
-		h.protection.limiterKeys = append(h.protection.limiterKeys, limit.poolKey(entry.client))
+		h.protection.limiterKeys = append(h.protection.limiterKeys,
+			limit.poolKey(entry.client, entry.digest))
 	}
 	for client := range limits {
 		if client != AllClients && !configured[client] {
@@ -200,7 +222,9 @@ func (h *Handler) Cleanup() error {
 // done, which happens when the config is unloaded. It takes the logger
 // and clock as arguments, because a handler may be provisioned again
 // while an earlier sweep still runs.
-func (p *protection) sweep(ctx caddy.Context, logger *zap.Logger, now func() time.Time) {
+func (p *protection) sweep(ctx caddy.Context, logger *zap.Logger, now func() time.Time,
+	keys *keyring,
+) {
 	interval := maxSweepInterval
 	if p.throttle != nil {
 		interval = min(interval, max(time.Second, p.throttle.window/4))
@@ -220,7 +244,42 @@ func (p *protection) sweep(ctx caddy.Context, logger *zap.Logger, now func() tim
 		p.releaseThrottled(logger, now())
 		if time.Since(lastSummary) >= summaryInterval {
 			p.logSummary(logger)
+			p.warnExpiring(logger, keys, now())
 			lastSummary = time.Now()
+		}
+	}
+}
+
+// warnExpiring logs, once for each key and state, that a key expires
+// within 14 days or has expired while the config runs. An expired key
+// stops the next config load, so the operator has to remove it before
+// reloading or restarting Caddy.
+func (p *protection) warnExpiring(logger *zap.Logger, keys *keyring, now time.Time) {
+	if p.expiryWarned == nil {
+		p.expiryWarned = make(map[string]expiryState)
+	}
+	for i := range keys.entries {
+		entry := &keys.entries[i]
+		state := expiryFar
+		switch {
+		case entry.expires.IsZero():
+		case entry.expired(now):
+			state = expiryPassed
+		case entry.expires.Sub(now) <= expiryWarning:
+			state = expirySoon
+		}
+		if state == expiryFar || p.expiryWarned[entry.client] == state {
+			continue
+		}
+		p.expiryWarned[entry.client] = state
+
+		if state == expiryPassed {
+			logger.Warn("API key has expired and is rejected; remove it from the config, "+
+				"since a config with an expired key does not load",
+				zap.String("client", entry.client), zap.Time("expires", entry.expires))
+		} else {
+			logger.Warn("API key expires soon; rotate it",
+				zap.String("client", entry.client), zap.Time("expires", entry.expires))
 		}
 	}
 }
@@ -294,7 +353,7 @@ func (h *Handler) recordFailure(address netip.Addr, now time.Time) {
 	h.protection.throttlingsStarted.Add(1)
 	if entry := h.protection.sampledLogger.Check(zapcore.InfoLevel, "client address throttled"); entry != nil {
 		entry.Write(
-			zap.String("client_ip", address.String()),
+			zap.String("client_ip", trackedAddress(address)),
 			zap.Int("max_failures", h.Throttle.MaxFailures),
 			zap.Duration("window", time.Duration(h.Throttle.Window)),
 			zap.Time("until", until))
@@ -326,6 +385,16 @@ func clientAddress(r *http.Request) netip.Addr {
 		return netip.Addr{}
 	}
 	return address
+}
+
+// trackedAddress returns address as throttling tracks and logs it: the
+// address for IPv4, its /64 prefix for IPv6.
+func trackedAddress(address netip.Addr) string {
+	prefix, ok := trackingPrefix(address)
+	if !ok {
+		return address.String()
+	}
+	return addressOf(prefix)
 }
 
 // addressOf returns a tracked prefix as logged: the address for IPv4, the

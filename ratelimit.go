@@ -1,6 +1,8 @@
 package apikey
 
 import (
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -72,14 +74,19 @@ func (l *RateLimit) provision() error {
 	return nil
 }
 
-// poolKey identifies the bucket of client under this limit.
-func (l *RateLimit) poolKey(client string) string {
-	return fmt.Sprintf("%s|%d/%d|%d", client, l.Requests, time.Duration(l.Interval), l.Burst)
+// poolKey identifies the bucket of a client's key under this limit. The
+// key's digest is part of it, so that two handlers whose clients share a
+// name but not a key, such as two shorthand "default" clients, do not
+// share a bucket.
+func (l *RateLimit) poolKey(client string, digest [sha256.Size]byte) string {
+	return fmt.Sprintf("%s|%x|%d/%d|%d", client, digest, l.Requests,
+		time.Duration(l.Interval), l.Burst)
 }
 
-// limiter returns the shared bucket of client under this limit.
-func (l *RateLimit) limiter(client string) (*rate.Limiter, error) {
-	value, _, err := rateLimiters.LoadOrNew(l.poolKey(client), func() (caddy.Destructor, error) {
+// limiter returns the shared bucket of a client's key under this limit.
+func (l *RateLimit) limiter(client string, digest [sha256.Size]byte) (*rate.Limiter, error) {
+	key := l.poolKey(client, digest)
+	value, _, err := rateLimiters.LoadOrNew(key, func() (caddy.Destructor, error) {
 		perSecond := rate.Limit(float64(l.Requests) / time.Duration(l.Interval).Seconds())
 		return clientLimiter{rate.NewLimiter(perSecond, l.Burst)}, nil
 	})
@@ -103,6 +110,10 @@ func retryAfter(limiter *rate.Limiter, now time.Time) int {
 // parseRate parses "<requests>/<unit>", where unit is s, m, h or a Go
 // duration such as 10s.
 func parseRate(text string) (int, time.Duration, error) {
+	if checkSecret(text) == nil || looksLikeKey(text) {
+		return 0, 0, errors.New("rate (not shown, in case it is a key) is not of the " +
+			"form <requests>/<interval>; write it like 50/s, 600/m or 10/5s")
+	}
 	count, unit, found := strings.Cut(text, "/")
 	if !found {
 		return 0, 0, fmt.Errorf("rate %s has no '/'; write it like 50/s, 600/m or 10/5s",

@@ -1,6 +1,7 @@
 package apikey
 
 import (
+	"crypto/sha256"
 	"net/http"
 	"testing"
 	"time"
@@ -497,8 +498,8 @@ func TestCleanupReleasesLimiters(t *testing.T) {
 		}
 	}
 	first := provisionHandler(t, newHandler())
-	keyA := first.RateLimits[0].poolKey("cleanup-a")
-	keyB := first.RateLimits[1].poolKey("cleanup-b")
+	keyA := first.RateLimits[0].poolKey("cleanup-a", sha256.Sum256([]byte(mailKey)))
+	keyB := first.RateLimits[1].poolKey("cleanup-b", sha256.Sum256([]byte(scannerKey)))
 	references := func(key string) int {
 		count, _ := rateLimiters.References(key)
 		return count
@@ -536,7 +537,7 @@ func TestCleanupAfterFailedProvision(t *testing.T) {
 		RateLimits: []RateLimit{perMinute("failed-provision", 1, 0), perMinute("nobody", 1, 0)},
 	}
 	require.Error(t, provisionError(t, h))
-	key := h.RateLimits[0].poolKey("failed-provision")
+	key := h.RateLimits[0].poolKey("failed-provision", sha256.Sum256([]byte(mailKey)))
 
 	require.NoError(t, h.Cleanup())
 
