@@ -53,6 +53,8 @@ const DefaultHeader = "X-API-KEY"
 //		allow         <client...>
 //		forward_key
 //		client_header <field>
+//		max_failures  off | <count> <window>
+//		rate          <client|*> <requests>/<interval> [burst <size>]
 //	}
 //
 // The shorthand argument <key> defines one key for the client "default".
