@@ -60,7 +60,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch d.Val() {
 		case "header":
 			if h.Header != "" {
-				return d.Errf("header already set to %q", h.Header)
+				return d.Errf("header already set to %s", showToken(h.Header))
 			}
 			if !d.AllArgs(&h.Header) {
 				return d.Errf("header takes one argument, the field name, " +
@@ -76,7 +76,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 		case "keys_file":
 			if h.KeysFile != "" {
-				return d.Errf("keys_file already set to %q", h.KeysFile)
+				return d.Errf("keys_file already set to %q", showPath(h.KeysFile))
 			}
 			if !d.AllArgs(&h.KeysFile) {
 				return d.Err("keys_file takes one argument, the path of the file, " +
@@ -102,7 +102,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 		case "client_header":
 			if h.ClientHeader != "" {
-				return d.Errf("client_header already set to %q", h.ClientHeader)
+				return d.Errf("client_header already set to %s", showToken(h.ClientHeader))
 			}
 			if !d.AllArgs(&h.ClientHeader) {
 				return d.Errf("client_header takes one argument, the field name, " +

@@ -194,15 +194,6 @@ func (h *Handler) loadKeys() (*keyring, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, configured := range h.Keys {
-		literal := len(placeholderNames(configured.Key)) == 0
-		if literal && !hasDigestPrefix(configured.Key) {
-			h.logger.Warn("API key is written in the config; the admin endpoint and "+
-				"autosave expose it, so load it with {env.NAME} or {file.PATH}, or "+
-				"give its sha256: digest instead",
-				zap.String("client", configured.Client))
-		}
-	}
 
 	if h.KeysFile != "" {
 		// A key written in place of the path must not reach logs or errors.
@@ -254,6 +245,17 @@ func (h *Handler) loadKeys() (*keyring, error) {
 	ring, err := newKeyring(resolved)
 	if err != nil {
 		return nil, err
+	}
+
+	// Logged only now that newKeyring has ruled out names that are keys.
+	for _, configured := range h.Keys {
+		literal := len(placeholderNames(configured.Key)) == 0
+		if literal && !hasDigestPrefix(configured.Key) {
+			h.logger.Warn("API key is written in the config; the admin endpoint and "+
+				"autosave expose it, so load it with {env.NAME} or {file.PATH}, or "+
+				"give its sha256: digest instead",
+				zap.String("client", configured.Client))
+		}
 	}
 	if err := ring.restrict(h.Allow); err != nil {
 		return nil, err
