@@ -3,7 +3,7 @@
 # The module's own sources; tests do not go into the binary.
 PLUGIN_SOURCES := go.mod go.sum $(filter-out %_test.go,$(wildcard *.go))
 
-.PHONY: run test clean
+.PHONY: run test bench clean
 
 # run: build Caddy with this module and run Caddyfile.example in front of a
 # stand-in scanner on http://localhost:8080
@@ -13,6 +13,12 @@ run: bin/caddy bin/scanner
 # test: gofmt, go vet, staticcheck and every test, including the e2e tests
 test:
 	./scripts/test.sh
+
+# bench: micro-benchmarks, timing tests and loopback load tests with the
+# Caddy from bin/caddy, about 7 minutes; see BENCHMARKS.md. The results go
+# to bin/bench/results-*/summary.md.
+bench: bin/caddy
+	CADDY_BINARY=bin/caddy ./scripts/bench.sh
 
 # clean: remove the built binaries and installed tools
 clean:
