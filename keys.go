@@ -409,9 +409,9 @@ func looksLikeKey(token string) bool {
 	return mixed || hexString
 }
 
-// showPath returns path for logs and errors: as it is when it has the form
-// of a path (it starts with '/' or '.', or contains a placeholder), and
-// left out when it has the shape of a key written in its place.
+// showPath returns path for logs and errors. A path that starts with '/'
+// or '.', or contains a placeholder, is shown as it is. Any other path that
+// has the shape of a key is left out, since it may be a key written there.
 func showPath(path string) string {
 	if strings.HasPrefix(path, "/") || strings.HasPrefix(path, ".") ||
 		strings.Contains(path, "{") || !looksLikeKey(path) {
