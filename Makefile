@@ -15,7 +15,7 @@ test:
 	./scripts/test.sh
 
 # bench: micro-benchmarks, timing tests and loopback load tests with the
-# Caddy from bin/caddy, about 7 minutes; see BENCHMARKS.md. The results go
+# Caddy from bin/caddy, about 5 minutes; see BENCHMARKS.md. The results go
 # to bin/bench/results-*/summary.md.
 bench: bin/caddy
 	CADDY_BINARY=bin/caddy ./scripts/bench.sh

@@ -40,7 +40,7 @@ import (
 // every handler alike (a new replacer, the context values) is left out.
 
 const (
-	// benchPassword is the basic_auth password; benchPasswordHash is its
+	// benchPassword is the basic_auth password, and benchPasswordHash its
 	// bcrypt hash at cost 14, printed by 'caddy hash-password' of
 	// Caddy v2.11.9.
 	benchPassword     = "bench-password-7Qx2"
@@ -86,9 +86,10 @@ var (
 	benchHandlers   = make(map[benchConfig]*Handler)
 )
 
-// benchHandler returns a provisioned handler with config.keys keys, given
-// as sha256: digests as the README recommends, and the default throttle or
-// none. The key of the valid requests is benchKey(config.keys - 1).
+// benchHandler returns a provisioned handler with config.keys keys and the
+// default throttle or none. The keys are given as sha256: digests, so that
+// provisioning logs no warning about literal keys. The key of the valid
+// requests is benchKey(config.keys - 1).
 func benchHandler(b *testing.B, config benchConfig) *Handler {
 	b.Helper()
 	benchHandlersMu.Lock()
@@ -151,7 +152,7 @@ func (w *benchWriter) Header() http.Header         { return w.header }
 func (w *benchWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *benchWriter) WriteHeader(int)             {}
 
-// benchNext is the next handler; it does nothing.
+// benchNext is a next handler that does nothing.
 type benchNext struct{}
 
 func (benchNext) ServeHTTP(http.ResponseWriter, *http.Request) error { return nil }
@@ -279,7 +280,7 @@ func BenchmarkServeHTTPMiss(b *testing.B) {
 
 // BenchmarkServeHTTPThrottle measures wrong keys with the default throttle.
 // From one address (one-address), every request after the 100th within a
-// minute gets 429 without a key check; that is the path measured. From
+// minute gets 429 without a key check, which is the path measured. From
 // 20,000 addresses in turn (many-addresses), twice as many as the throttle
 // tracks, every request is checked, gets 401, and is recorded under a new
 // entry that evicts the least recently used one.
@@ -331,7 +332,7 @@ func BenchmarkServeHTTPThrottle(b *testing.B) {
 //	respond @denied 401
 //
 // Caddy evaluates the matcher, then runs the static response or the next
-// handler; the route machinery around them is left out.
+// handler. The route machinery around them is left out.
 type headerMatcherGate struct {
 	matcher caddyhttp.MatchHeader
 	deny    caddyhttp.StaticResponse

@@ -23,9 +23,9 @@ import (
 )
 
 // The fuzz targets below check properties that must hold for any input.
-// Their seed corpora live in testdata/fuzz/<target>; a plain 'go test' runs
-// only those seeds. scripts/bench.sh fuzz runs every target for a bounded
-// time.
+// Their seed corpora live in testdata/fuzz/<target>, and a plain 'go test'
+// runs only those seeds. scripts/bench-fuzz.sh runs every target for a
+// bounded time.
 
 // Keys of the handler that FuzzServeHTTP checks. The seeds contain them, so
 // that mutations start from valid, near-miss and duplicated keys.
@@ -37,7 +37,8 @@ const (
 // FuzzUnmarshalCaddyfile parses arbitrary Caddyfile text as an api_key
 // directive. The parser must not panic, and a parse error must not contain
 // a key written in a key position: the shorthand argument, or the second
-// argument of a 'key' line.
+// argument of a 'key' line. Nor may it contain the first argument of a
+// 'key' line if that could be a key swapped with the client name.
 //
 // The parser never looks at a key's text, so the check parses the input a
 // second time with each key replaced by a marker, and looks for the
@@ -76,7 +77,9 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 // markCaddyfileKeys returns a copy of tokens in which each token in a key
 // position is replaced by a distinct marker, and the markers. A token
 // that spans lines keeps its text, because the line structure decides
-// which tokens are arguments.
+// which tokens are arguments. A client name is replaced only if it is a
+// valid name and would pass as a secret, as the marker does, so that the
+// parser takes the same path with the marker.
 func markCaddyfileKeys(tokens []caddyfile.Token) ([]caddyfile.Token, []string) {
 	// sameLine follows the dispenser, which compares the line a token ends
 	// on with the line the next one starts on.
@@ -96,13 +99,18 @@ func markCaddyfileKeys(tokens []caddyfile.Token) ([]caddyfile.Token, []string) {
 		if tokens[i].Text == "key" && !sameLine(i-1, i) && sameLine(i, i+1) &&
 			sameLine(i+1, i+2) && isArgument(i+1) && isArgument(i+2) {
 			positions = append(positions, i+2)
+			client := tokens[i+1].Text
+			if checkClientName(client) == nil && checkSecret(client) == nil {
+				positions = append(positions, i+1)
+			}
 		}
 	}
 
 	marked := append([]caddyfile.Token(nil), tokens...)
 	markers := make([]string, 0, len(positions))
 	for _, position := range positions {
-		marker := "marker-" + strconv.Itoa(position) + "-vQ8zL3xR7cT1"
+		// Lowercase, so that the marker is a valid client name too.
+		marker := "marker-" + strconv.Itoa(position) + "-qzxwvmrtkp"
 		marked[position].Text = marker
 		markers = append(markers, marker)
 	}
@@ -183,7 +191,9 @@ func changeLastAlphanumeric(s string) (string, bool) {
 
 // FuzzParseKeysFile checks parseKeysFile on arbitrary file content: it
 // must not panic, it returns one key for each entry line when it succeeds,
-// and an error never contains the key field of a line.
+// and an error never contains the key field of a line. Nor does it contain
+// a client name that would pass as a secret, in case name and key were
+// swapped.
 func FuzzParseKeysFile(f *testing.F) {
 	// The path has spaces, so no key field can match part of it.
 	const path = "/etc/caddy/api keys"
@@ -196,17 +206,27 @@ func FuzzParseKeysFile(f *testing.F) {
 				if len(fields) < 2 {
 					continue
 				}
-				leaked := leaksKey(fields[1], err, func(variant string) error {
-					// The key field is the first match after the client name.
-					start := strings.Index(line, fields[0]) + len(fields[0])
-					start += strings.Index(line[start:], fields[1])
-					changed := append([]string(nil), lines...)
-					changed[i] = line[:start] + variant + line[start+len(fields[1]):]
-					_, err := parseKeysFile(path, []byte(strings.Join(changed, "\n")))
-					return err
-				})
-				if leaked {
-					t.Fatalf("error contains the key field of line %d: %v", i+1, err)
+				// The client name is the first field, and the key field is
+				// its first match after the name.
+				nameStart := strings.Index(line, fields[0])
+				keyStart := nameStart + len(fields[0])
+				keyStart += strings.Index(line[keyStart:], fields[1])
+				type position struct{ field, start int }
+				checked := []position{{1, keyStart}}
+				if checkSecret(fields[0]) == nil {
+					checked = append(checked, position{0, nameStart})
+				}
+				for _, c := range checked {
+					text := fields[c.field]
+					leaked := leaksKey(text, err, func(variant string) error {
+						changed := append([]string(nil), lines...)
+						changed[i] = line[:c.start] + variant + line[c.start+len(text):]
+						_, err := parseKeysFile(path, []byte(strings.Join(changed, "\n")))
+						return err
+					})
+					if leaked {
+						t.Fatalf("error contains field %d of line %d: %v", c.field+1, i+1, err)
+					}
 				}
 			}
 			return
@@ -243,7 +263,7 @@ func FuzzPlaceholderNames(f *testing.F) {
 		_, err := repl.ReplaceFunc(input, nil)
 		if err != nil {
 			// The replacer gives up on input with more than 100 unclosed
-			// braces; placeholderNames does not need to.
+			// braces, which placeholderNames need not do.
 			return
 		}
 
@@ -352,7 +372,7 @@ func FuzzServeHTTP(f *testing.F) {
 
 // checkFuzzRejection fails the fuzz test unless the request was rejected
 // with 401 without calling next, and the error message leaves out every
-// presented value.
+// presented value of MinKeyLength bytes or more.
 func checkFuzzRejection(t *testing.T, err error, next *fuzzNext, presented []string) {
 	t.Helper()
 	if next.calls != 0 {
@@ -367,7 +387,8 @@ func checkFuzzRejection(t *testing.T, err error, next *fuzzNext, presented []str
 	}
 	message := handlerErr.Err.Error()
 	for _, value := range presented {
-		// The messages are sentences of short words; see FuzzParseKey.
+		// The messages are fixed sentences of short words, so a value of
+		// MinKeyLength bytes without blanks appears in one only if copied.
 		if len(value) >= MinKeyLength && utf8.ValidString(value) &&
 			!strings.ContainsAny(value, " \t") && strings.Contains(message, value) {
 			t.Fatalf("rejection message %q contains the presented value", message)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs each fuzz target of the root package for a bounded time, one after
 # another, with one fuzzing worker. A plain 'go test' runs only the seed
-# corpora in testdata/fuzz; this script searches for new inputs.
+# corpora in testdata/fuzz, while this script searches for new inputs.
 #
 # Usage: scripts/bench-fuzz.sh [TARGET...]   (default: every target)
 #
@@ -25,7 +25,7 @@ fi
 
 for target in "${targets[@]}"; do
 	# -timeout 0 lifts go test's default limit of 10 minutes, which would
-	# end a 10-minute run as a failure; -fuzztime bounds the run.
+	# end a 10-minute run as a failure. -fuzztime bounds the run instead.
 	echo "==> go test -run '^$target\$' -fuzz '^$target\$' -fuzztime $fuzztime" \
 		"-fuzzminimizetime $minimizetime -parallel 1 -timeout 0 ." >&2
 	go test -run "^$target\$" -fuzz "^$target\$" -fuzztime "$fuzztime" \

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Reruns the measurements that BENCHMARKS.md records. The micro-benchmarks
-# compare the api_key handler with Caddy's header matcher and basic_auth
-# (with benchstat), a timing test compares near and far misses, and the
-# load tests send traffic through a real Caddy binary in front of a real
-# upstream on loopback. The long fuzz runs are separate: see
+# compare the api_key handler with Caddy's header matcher and basic_auth,
+# using benchstat. A timing test compares near and far misses. The load
+# tests send traffic through a real Caddy binary in front of a real
+# upstream on loopback. The long fuzz runs are separate, in
 # scripts/bench-fuzz.sh.
 #
 # Usage: scripts/bench.sh [micro|load|all]   (default: all; make bench)
 #
-# Every run is bounded: with the defaults, micro takes about 4 minutes and
-# load about 3 on 2 cores. The settings, all optional:
+# Every run is bounded: with the defaults, micro took 2.5 minutes and load
+# 2 minutes, plus the Caddy build, on the 2 cores of BENCHMARKS.md. The
+# settings, all optional:
 #   CADDY_BINARY      a Caddy built with this module; default: build one
 #                     with xcaddy into bin/bench/caddy
 #   BENCH_COUNT       -count of each benchmark (6)
@@ -29,7 +30,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/tools.sh
 source scripts/tools.sh
 
-# golang.org/x/perf has no releases; this is the version the record used.
+# golang.org/x/perf has no releases, so this is the version the record used.
 BENCHSTAT_VERSION=v0.0.0-20260908200009-22c9c6c9d4da
 
 what="${1:-all}"
@@ -121,7 +122,7 @@ wait_for_port() {
 	local pid=$1 port=$2 attempt
 	for ((attempt = 0; attempt < 300; attempt++)); do
 		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "process $pid exited before listening on port $port; see $results" >&2
+			echo "process $pid exited before listening on port $port; its log is in $results" >&2
 			exit 1
 		fi
 		if (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

@@ -108,7 +108,7 @@ func newResult(duration time.Duration) result {
 	return result{statuses: make(map[int]int), duration: duration}
 }
 
-// add merges other into r; durations add up.
+// add merges other into r, adding up the durations.
 func (r *result) add(other result) {
 	r.latencies = append(r.latencies, other.latencies...)
 	for status, count := range other.statuses {

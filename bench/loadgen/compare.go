@@ -22,7 +22,7 @@ type variant struct {
 	wantStatus  int
 }
 
-// compareVariants returns the measured configurations; the first is the
+// compareVariants returns the measured configurations. The first is the
 // baseline of the ratios.
 func compareVariants(addr, key, password string) []variant {
 	wrongKey := farMiss(key, "wrong")

@@ -77,7 +77,7 @@ func MannWhitney(x, y []float64) MannWhitneyResult {
 		return 0
 	})
 
-	// Tied values share the mean of their ranks; tieSum collects the
+	// Tied values share the mean of their ranks, and tieSum collects the
 	// sum of t^3 - t over groups of t ties for the variance correction.
 	var rankSumX, tieSum float64
 	for start := 0; start < len(all); {
@@ -183,7 +183,7 @@ func kolmogorovTail(lambda float64) float64 {
 
 // WelchResult is the outcome of Welch's t-test.
 type WelchResult struct {
-	// T is the statistic; dudect reports a leak when |T| exceeds 4.5.
+	// T is the statistic. dudect reports a leak when |T| exceeds 4.5.
 	T float64
 
 	// P is the two-sided p-value, from the normal approximation.

@@ -8,7 +8,7 @@ import (
 )
 
 // The expected values below were worked out by hand from the textbook
-// formulas; the comments show the steps.
+// formulas, and the comments show the steps.
 
 func TestPercentile(t *testing.T) {
 	sorted := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
@@ -37,7 +37,7 @@ func TestMedianUnsorted(t *testing.T) {
 
 func TestMannWhitneySeparated(t *testing.T) {
 	// Ranks of x are 1, 2, 3, so U = 6 - 3*4/2 = 0. The mean of U is 4.5
-	// and its variance 9/12 * 7 = 5.25; with the continuity correction,
+	// and its variance 9/12 * 7 = 5.25. With the continuity correction,
 	// z = -4 / sqrt(5.25).
 	result := MannWhitney([]float64{1, 2, 3}, []float64{4, 5, 6})
 
