@@ -88,7 +88,7 @@ type protection struct {
 	expiryWarned map[string]expiryState
 }
 
-// expiryState is how close a key is to its expiry.
+// expiryState is the stage of a key relative to its expiry: far, soon or passed.
 type expiryState int
 
 const (
