@@ -7,8 +7,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1092,4 +1094,93 @@ func TestServeHTTPNoTrailersBodyUntouched(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, next.calls)
 	assert.Same(t, body, next.request.Body)
+}
+
+// TestServeHTTPRejectionError checks the handler error of each kind of
+// rejection: the fields that caddyhttp.Error would fill in are set, and
+// every rejection gets its own ID for {http.error.id} and the logs.
+func TestServeHTTPRejectionError(t *testing.T) {
+	h, _ := newProtectedHandler(t, &FailureThrottle{MaxFailures: 3, Window: caddy.Duration(time.Minute)})
+	idPattern := regexp.MustCompile(`^[0-9a-v]{9}$`)
+	requests := []struct {
+		name     string
+		clientIP string
+		keys     []string
+	}{
+		{"wrong key", "192.0.2.1", []string{"wrong-key-0123456789abcdef"}},
+		{"no header", "192.0.2.1", nil},
+		{"header twice", "192.0.2.1", []string{mailKey, mailKey}},
+		{"throttled", "192.0.2.1", []string{mailKey}},
+		{"forbidden", "192.0.2.2", []string{backupKey}},
+	}
+
+	ids := make(map[string]string)
+	for _, request := range requests {
+		got := serveFrom(h, request.clientIP, request.keys...)
+		handlerErr := requireHandlerError(t, got.err)
+
+		assert.Regexp(t, idPattern, handlerErr.ID, request.name)
+		assert.Equal(t, rejectionTrace, handlerErr.Trace, request.name)
+		assert.NotContains(t, handlerErr.Error(), mailKey, request.name)
+		if earlier, found := ids[handlerErr.ID]; found {
+			t.Errorf("%s got the ID %s of %s", request.name, handlerErr.ID, earlier)
+		}
+		ids[handlerErr.ID] = request.name
+	}
+}
+
+// TestServeHTTPErrorIDsDiffer checks that many rejections get distinct IDs.
+func TestServeHTTPErrorIDsDiffer(t *testing.T) {
+	h := provisionHandler(t, &Handler{
+		Keys:     []ClientKey{{Client: "mailserver", Key: mailKey}},
+		Throttle: &FailureThrottle{Disabled: true},
+	})
+	seen := make(map[string]bool)
+	for range 1000 {
+		r, _ := newTestRequest(http.MethodGet, nil)
+		handlerErr := requireHandlerError(t, h.ServeHTTP(httptest.NewRecorder(), r, new(nextHandler)))
+		seen[handlerErr.ID] = true
+	}
+	assert.Len(t, seen, 1000, "distinct IDs")
+}
+
+// TestServeHTTPClockReads checks that a request reads the clock at most
+// once, and only when a check needs the time: an expiry time, a rate
+// limit, a failure to count or a running throttling.
+func TestServeHTTPClockReads(t *testing.T) {
+	var reads atomic.Int64
+	h := provisionWithCleanup(t, &Handler{
+		Keys: []ClientKey{
+			{Client: "mailserver", Key: mailKey},
+			{Client: "scanner", Key: scannerKey, Expires: "2099-01-01T00:00:00Z"},
+			{Client: "backup", Key: backupKey, Expires: "2099-01-01T00:00:00Z"},
+		},
+		RateLimits: []RateLimit{
+			{Client: "backup", Requests: 1000, Interval: caddy.Duration(time.Minute)},
+		},
+		Throttle: &FailureThrottle{MaxFailures: 2, Window: caddy.Duration(time.Minute)},
+		now: func() time.Time {
+			reads.Add(1)
+			return throttleStart
+		},
+	})
+	tests := []struct {
+		name     string
+		clientIP string
+		keys     []string
+		want     int64
+	}{
+		{"valid key", "192.0.2.1", []string{mailKey}, 0},
+		{"key with expiry", "192.0.2.1", []string{scannerKey}, 1},
+		{"key with expiry and rate limit", "192.0.2.1", []string{backupKey}, 1},
+		{"wrong key", "192.0.2.2", []string{"wrong-key-0123456789abcdef"}, 1},
+		{"no header", "192.0.2.2", nil, 1},
+		{"valid key while another address is throttled", "192.0.2.1", []string{mailKey}, 1},
+		{"throttled address", "192.0.2.2", []string{mailKey}, 1},
+	}
+	for _, tt := range tests {
+		reads.Store(0)
+		serveFrom(h, tt.clientIP, tt.keys...)
+		assert.Equal(t, tt.want, reads.Load(), tt.name)
+	}
 }

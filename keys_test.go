@@ -1209,3 +1209,25 @@ func TestResolveClientKeysSwappedHidesKey(t *testing.T) {
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), generatedKey)
 }
+
+// TestKeyringLookupKeyLengths checks lookups of keys around the size of the
+// stack buffer that lookup hashes from, and far beyond it.
+func TestKeyringLookupKeyLengths(t *testing.T) {
+	for _, length := range []int{MinKeyLength, 32, 33, 55, 56, 127, 128, 129, 1000, 16 << 10} {
+		t.Run(strconv.Itoa(length), func(t *testing.T) {
+			key := strings.Repeat("k", length-1) + "Z"
+			ring, err := newKeyring([]resolvedKey{
+				{client: "mailserver", digest: sha256.Sum256([]byte(key)), origin: "test"},
+			})
+			require.NoError(t, err)
+
+			client, found := lookupClient(ring, key)
+			assert.True(t, found, "key not found")
+			assert.Equal(t, "mailserver", client)
+			_, found = lookupClient(ring, key[:length-1]+"Y")
+			assert.False(t, found, "near miss found")
+			_, found = lookupClient(ring, key+"Z")
+			assert.False(t, found, "longer key found")
+		})
+	}
+}

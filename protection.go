@@ -331,22 +331,28 @@ func (h *Handler) countRejection(reason string) {
 }
 
 // throttledFor returns how long the request's client address remains
-// throttled, or 0, and the parsed address.
-func (h *Handler) throttledFor(r *http.Request, now time.Time) (time.Duration, netip.Addr) {
-	if h.protection.throttle == nil {
+// throttled, or 0, and the parsed address. While no address is throttled
+// it returns at once, with the zero address.
+func (h *Handler) throttledFor(r *http.Request, now *requestTime) (time.Duration, netip.Addr) {
+	throttle := h.protection.throttle
+	if throttle == nil || !throttle.active(now) {
 		return 0, netip.Addr{}
 	}
 	address := clientAddress(r)
-	return h.protection.throttle.throttled(address, now), address
+	return throttle.throttled(address, now.get()), address
 }
 
 // recordFailure counts a rejected request against its client address and
-// logs the start of a throttling.
-func (h *Handler) recordFailure(address netip.Addr, now time.Time) {
+// logs the start of a throttling. The address is parsed from r unless
+// throttledFor parsed it.
+func (h *Handler) recordFailure(r *http.Request, address netip.Addr, now *requestTime) {
 	if h.protection.throttle == nil {
 		return
 	}
-	until := h.protection.throttle.recordFailure(address, now)
+	if !address.IsValid() {
+		address = clientAddress(r)
+	}
+	until := h.protection.throttle.recordFailure(address, now.get())
 	if until.IsZero() {
 		return
 	}

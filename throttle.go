@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,6 +37,11 @@ type failureTracker struct {
 	mu      sync.Mutex
 	entries map[netip.Prefix]*list.Element // values are *addressFailures
 	order   *list.List                     // most recently used first
+
+	// latestEnd is the latest end of any throttling, or nil once all have
+	// ended. Requests read it without the lock, and after it no address is
+	// throttled.
+	latestEnd atomic.Pointer[time.Time]
 }
 
 // addressFailures is the failure count of one client address or prefix.
@@ -56,6 +62,28 @@ func newFailureTracker(maxFailures int, window time.Duration, maxTracked int) *f
 		entries:     make(map[netip.Prefix]*list.Element),
 		order:       list.New(),
 	}
+}
+
+// active reports whether any address may be throttled. While none is, it
+// takes no lock and reads no clock, so that requests pay for the address
+// lookup only while some throttling runs.
+func (f *failureTracker) active(now *requestTime) bool {
+	latestEnd := f.latestEnd.Load()
+	if latestEnd == nil {
+		return false
+	}
+	if now.get().Before(*latestEnd) {
+		return true
+	}
+	f.clearLatestEnd(latestEnd)
+	return false
+}
+
+// clearLatestEnd clears the latest end if it is still ended, the value the
+// caller read. A throttling that started since that read replaced it, so
+// it stays visible.
+func (f *failureTracker) clearLatestEnd(ended *time.Time) {
+	f.latestEnd.CompareAndSwap(ended, nil)
 }
 
 // throttled returns how long the address remains throttled at now, or 0.
@@ -104,6 +132,10 @@ func (f *failureTracker) recordFailure(address netip.Addr, now time.Time) time.T
 	}
 
 	entry.throttledUntil = now.Add(f.window)
+	if latestEnd := f.latestEnd.Load(); latestEnd == nil || latestEnd.Before(entry.throttledUntil) {
+		end := entry.throttledUntil
+		f.latestEnd.Store(&end)
+	}
 	entry.failures = 0
 	entry.windowStart = entry.throttledUntil
 	return entry.throttledUntil

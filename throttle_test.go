@@ -3,6 +3,8 @@ package apikey
 import (
 	"fmt"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -398,4 +400,108 @@ func TestFailureTrackerSweepKeepsCount(t *testing.T) {
 
 	assert.Empty(t, released)
 	assert.False(t, until.IsZero(), "the sweep reset an open window")
+}
+
+// fixedTime returns a request time whose clock reads trackerStart plus
+// offset.
+func fixedTime(offset time.Duration) *requestTime {
+	return &requestTime{clock: func() time.Time { return trackerStart.Add(offset) }}
+}
+
+// TestFailureTrackerActive checks that the tracker is active from the
+// start of the first throttling until the end of the last one, and again
+// when a new one starts.
+func TestFailureTrackerActive(t *testing.T) {
+	f := newFailureTracker(2, time.Minute, 100)
+	first := netip.MustParseAddr("192.0.2.1")
+	second := netip.MustParseAddr("192.0.2.2")
+
+	assert.False(t, f.active(fixedTime(0)), "active before any failure")
+	recordFailures(f, first, trackerStart, 1)
+	assert.False(t, f.active(fixedTime(0)), "active below max failures")
+
+	recordFailures(f, first, trackerStart, 1)                      // until 1m
+	recordFailures(f, second, trackerStart.Add(30*time.Second), 2) // until 1m30s
+	assert.True(t, f.active(fixedTime(time.Minute)), "inactive while the second throttling runs")
+	assert.True(t, f.active(fixedTime(90*time.Second-time.Nanosecond)), "inactive just before the end")
+	assert.False(t, f.active(fixedTime(90*time.Second)), "active at the end of the last throttling")
+	assert.Nil(t, f.latestEnd.Load(), "latest end kept after all throttlings ended")
+
+	recordFailures(f, first, trackerStart.Add(2*time.Minute), 2)
+	assert.True(t, f.active(fixedTime(2*time.Minute)), "inactive during a new throttling")
+}
+
+// TestFailureTrackerActiveKeepsLatestEnd checks that a throttling that
+// ends earlier, as one recorded with a slightly older clock reading does,
+// does not shorten the time in which the tracker is active.
+func TestFailureTrackerActiveKeepsLatestEnd(t *testing.T) {
+	f := newFailureTracker(1, time.Minute, 100)
+	recordFailures(f, netip.MustParseAddr("192.0.2.1"), trackerStart.Add(time.Second), 1)
+	recordFailures(f, netip.MustParseAddr("192.0.2.2"), trackerStart, 1)
+
+	assert.True(t, f.active(fixedTime(time.Minute)), "inactive while the later throttling runs")
+}
+
+// TestFailureTrackerActiveStartDuringClear checks the interleaving in which
+// one request finds every throttling ended and, before it clears the latest
+// end, another request starts a new throttling. The new one must stay
+// visible.
+func TestFailureTrackerActiveStartDuringClear(t *testing.T) {
+	f := newFailureTracker(1, time.Minute, 100)
+	recordFailures(f, netip.MustParseAddr("192.0.2.1"), trackerStart, 1)
+	ended := f.latestEnd.Load()
+	require.NotNil(t, ended)
+
+	recordFailures(f, netip.MustParseAddr("192.0.2.2"), trackerStart.Add(time.Minute), 1)
+	f.clearLatestEnd(ended)
+
+	assert.True(t, f.active(fixedTime(time.Minute)), "new throttling lost by the clear")
+}
+
+// TestFailureTrackerActiveConcurrent starts throttlings one after another
+// while other goroutines find the previous one ended and clear the latest
+// end. A throttling that has just started must always be seen. The forced
+// interleaving is in TestFailureTrackerActiveStartDuringClear; this test is
+// for the race detector, which CI runs on this package.
+func TestFailureTrackerActiveConcurrent(t *testing.T) {
+	const rounds = 2000
+	f := newFailureTracker(1, time.Minute, 100)
+	var round, cleared atomic.Int64
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				// The start of the current round is the end of the
+				// previous round's throttling.
+				if !f.active(fixedTime(time.Duration(round.Load()) * time.Minute)) {
+					cleared.Add(1)
+				}
+			}
+		}()
+	}
+
+	missed := 0
+	for i := range rounds {
+		start := time.Duration(i) * time.Minute
+		address := netip.AddrFrom4([4]byte{192, 0, 2, byte(i % 200)})
+		round.Store(int64(i))
+		recordFailures(f, address, trackerStart.Add(start), 1)
+		if !f.active(fixedTime(start)) {
+			missed++
+		}
+	}
+	close(done)
+	wg.Wait()
+
+	assert.Zero(t, missed, "throttlings not seen right after they started, of %d", rounds)
+	t.Logf("the other goroutines found no throttling %d times", cleared.Load())
 }
