@@ -6,7 +6,7 @@
 # Usage: scripts/bench-fuzz.sh [TARGET...]   (default: every target)
 #
 # FUZZTIME (default 10s) is the time per target, in go test's -fuzztime
-# format; the record in BENCHMARKS.md used FUZZTIME=10m. FUZZMINIMIZETIME
+# format; the record in BENCHMARKS.md used FUZZTIME=10m30s. FUZZMINIMIZETIME
 # (default 10s) bounds the minimization of each new input: at go test's
 # default of 60s, minimizing stalled the search for a minute at a time on
 # 2 cores. A failing input is written to testdata/fuzz/<target>/, where

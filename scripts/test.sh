@@ -45,3 +45,9 @@ go test -count=1 -timeout 9m ./...
 # e2e tests drive a separate Caddy process that it cannot see into.
 echo "==> go test -race -count=1 ." >&2
 go test -race -count=1 -timeout 5m .
+
+# A short search for new inputs on every fuzz target, because the go test
+# run above only replays the seed corpora. A failing input is saved under
+# testdata/fuzz/<target>/ and fails this script.
+echo "==> FUZZTIME=10s scripts/bench-fuzz.sh" >&2
+FUZZTIME=10s scripts/bench-fuzz.sh
