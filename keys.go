@@ -59,6 +59,21 @@ type resolvedKey struct {
 
 	// origin names the config location of the key, for error messages.
 	origin string
+
+	// long is set for a secret longer than longKeyLength.
+	long bool
+}
+
+// longKeyLength is the length in bytes above which a secret draws a warning
+// at load. Caddy responds with 431 to a request whose request line and
+// headers together exceed the server's max_header_size, 16 KiB by default
+// in Caddy v2.11.9, so a much longer key may never reach the handler.
+const longKeyLength = 4 << 10
+
+// isLongSecret reports whether key, as resolved from the config, is a
+// secret rather than a digest and longer than longKeyLength.
+func isLongSecret(key string) bool {
+	return !hasDigestPrefix(key) && len(key) > longKeyLength
 }
 
 // keyEntry is one key as the request path uses it.
@@ -140,6 +155,7 @@ func resolveClientKeys(repl *caddy.Replacer, keys []ClientKey) ([]resolvedKey, e
 			digest:  digest,
 			expires: expires,
 			origin:  fmt.Sprintf("keys[%d]", i),
+			long:    isLongSecret(key),
 		})
 	}
 	return resolved, nil

@@ -115,6 +115,7 @@ func parseKeysFile(path string, content []byte) ([]resolvedKey, error) {
 			digest:  digest,
 			expires: expires,
 			origin:  origin,
+			long:    isLongSecret(fields[1]),
 		})
 	}
 	if err := scanner.Err(); err != nil {

@@ -227,6 +227,12 @@ func (h *Handler) loadKeys() (*keyring, error) {
 
 	now := h.now()
 	for _, key := range resolved {
+		if key.long {
+			h.logger.Warn("API key is longer than 4 KiB; Caddy responds with 431 to requests "+
+				"whose headers exceed the server's max_header_size (16 KiB by default), "+
+				"so use a shorter key or raise max_header_size",
+				zap.String("client", key.client))
+		}
 		if key.expires.IsZero() {
 			continue
 		}

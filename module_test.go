@@ -654,3 +654,46 @@ func TestProvisionFilteredTrailers(t *testing.T) {
 		})
 	}
 }
+
+// TestProvisionLongKeyWarning checks the warning for secrets too long to
+// fit Caddy's default header limit comfortably, from key lines and from a
+// keys file, and that a digest never draws it.
+func TestProvisionLongKeyWarning(t *testing.T) {
+	longKey := strings.Repeat("k", longKeyLength) + "Z"
+	atLimit := strings.Repeat("m", longKeyLength)
+	tests := []struct {
+		name    string
+		handler func(t *testing.T) *Handler
+		clients []string
+	}{
+		{"key line", func(t *testing.T) *Handler {
+			t.Setenv("APIKEY_TEST_LONG", longKey)
+			return &Handler{Keys: []ClientKey{{Client: "mailserver", Key: "{env.APIKEY_TEST_LONG}"}}}
+		}, []string{"mailserver"}},
+		{"keys file", func(t *testing.T) *Handler {
+			path := writeKeysFile(t, "scanner "+longKey+"\nbackup "+atLimit+"\n", 0o600)
+			return &Handler{KeysFile: path}
+		}, []string{"scanner"}},
+		{"at the limit", func(t *testing.T) *Handler {
+			t.Setenv("APIKEY_TEST_LONG", atLimit)
+			return &Handler{Keys: []ClientKey{{Client: "mailserver", Key: "{env.APIKEY_TEST_LONG}"}}}
+		}, nil},
+		{"digest of a long key", func(t *testing.T) *Handler {
+			return &Handler{Keys: []ClientKey{{Client: "mailserver", Key: digestOf(longKey)}}}
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, logs, err := loadKeysLogged(tt.handler(t))
+
+			require.NoError(t, err)
+			found := warnings(logs, "API key is longer than 4 KiB")
+			var clients []string
+			for _, entry := range found {
+				clients = append(clients, entry.ContextMap()["client"].(string))
+			}
+			assert.Equal(t, tt.clients, clients)
+			assertLogsNoSecret(t, logs, longKey, atLimit)
+		})
+	}
+}

@@ -73,7 +73,7 @@ run_micro() {
 		benchstat "$results/micro.txt"
 		echo '```'
 		echo
-		echo "### 1, 100 and 10,000 keys"
+		echo "### 1 to 10,000 keys"
 		echo
 		echo '```'
 		benchstat -filter '.name:ServeHTTP' -col /keys "$results/micro.txt"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the gateway from Caddyfile.example in front of the stand-in scanner
-# on this machine: Caddy serves http://localhost:8080 and proxies to the
-# scanner on 127.0.0.1:8001. Ctrl-C stops both.
+# on this machine: Caddy serves port 8080 on every interface and proxies
+# to the scanner on 127.0.0.1:8001. Ctrl-C stops both.
 #
 # Usage: make run   (builds bin/caddy and bin/scanner, then runs this)
 #
