@@ -3,14 +3,15 @@
 # The module's own sources; tests do not go into the binary.
 PLUGIN_SOURCES := go.mod go.sum $(filter-out %_test.go,$(wildcard *.go))
 
-.PHONY: run test bench clean
+.PHONY: run test bench fuzz clean
 
 # run: build Caddy with this module and run Caddyfile.example in front of a
 # stand-in scanner on http://localhost:8080
 run: bin/caddy bin/scanner
 	./scripts/demo.sh
 
-# test: gofmt, go vet, staticcheck and every test, including the e2e tests
+# test: gofmt, go vet, staticcheck and every test, including the e2e tests,
+# the root package under the race detector and 10 s of each fuzz target
 test:
 	./scripts/test.sh
 
@@ -19,6 +20,12 @@ test:
 # to bin/bench/results-*/summary.md.
 bench: bin/caddy
 	CADDY_BINARY=bin/caddy ./scripts/bench.sh
+
+# fuzz: each fuzz target for FUZZTIME (default 10m30s, about 55 minutes
+# for all five), as BENCHMARKS.md records
+FUZZTIME ?= 10m30s
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./scripts/bench-fuzz.sh
 
 # clean: remove the built binaries and installed tools
 clean:
