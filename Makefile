@@ -27,7 +27,8 @@ FUZZTIME ?= 10m30s
 fuzz:
 	FUZZTIME=$(FUZZTIME) ./scripts/bench-fuzz.sh
 
-# clean: remove the built binaries and installed tools
+# clean: remove bin/: the built binaries, installed tools and benchmark
+# results
 clean:
 	rm -rf bin
 

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -466,6 +467,18 @@ func BenchmarkFloor(b *testing.B) {
 			_, _ = h.keys.lookup(key)
 		}
 	})
+	// One SHA-256 block holds up to 55 bytes of message, so the long miss
+	// of BenchmarkServeHTTPMiss needs two.
+	for _, length := range []int{len(key), 2 * len(key)} {
+		b.Run(fmt.Sprintf("op=sha256-stack/bytes=%d", length), func(b *testing.B) {
+			value := strings.Repeat("k", length)
+			var buffer [128]byte
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = sha256.Sum256(append(buffer[:0], value...))
+			}
+		})
+	}
 	b.Run("op=header-restore", func(b *testing.B) {
 		r, _ := benchRequest(h.keyHeader, []string{key})
 		values := []string{key}
