@@ -23,26 +23,35 @@ import (
 // exposes them to handle_errors as {http.error.message}.
 type rejection struct {
 	status int
-	reason string // logged
+	reason string // logged, and the result label of the metric
 	err    error  // returned to Caddy
+
+	// index is the rejection's position in rejectionKinds, which indexes
+	// its counters.
+	index int
 }
 
 var errKeyInvalid = errors.New("API key invalid")
 
 var (
-	rejectMissing   = &rejection{http.StatusUnauthorized, "missing", errors.New("API key missing")}
-	rejectDuplicate = &rejection{http.StatusUnauthorized, "duplicate",
-		errors.New("API key header sent more than once")}
-	rejectInvalid = &rejection{http.StatusUnauthorized, "invalid", errKeyInvalid}
+	rejectMissing = &rejection{status: http.StatusUnauthorized, reason: "missing",
+		err: errors.New("API key missing")}
+	rejectDuplicate = &rejection{status: http.StatusUnauthorized, reason: "duplicate",
+		err: errors.New("API key header sent more than once")}
+	rejectInvalid = &rejection{status: http.StatusUnauthorized, reason: "invalid",
+		err: errKeyInvalid}
 
 	// An expired key gets the same error as an invalid one, so only the
 	// log distinguishes them.
-	rejectExpired   = &rejection{http.StatusUnauthorized, "expired", errKeyInvalid}
-	rejectForbidden = &rejection{http.StatusForbidden, "forbidden",
-		errors.New("API key not allowed on this route")}
+	rejectExpired = &rejection{status: http.StatusUnauthorized, reason: "expired",
+		err: errKeyInvalid}
+	rejectForbidden = &rejection{status: http.StatusForbidden, reason: "forbidden",
+		err: errors.New("API key not allowed on this route")}
 
-	rejectThrottled   = &rejection{http.StatusTooManyRequests, resultThrottled, errThrottled}
-	rejectRateLimited = &rejection{http.StatusTooManyRequests, resultRateLimited, errRateLimited}
+	rejectThrottled = &rejection{status: http.StatusTooManyRequests,
+		reason: resultThrottled, err: errThrottled}
+	rejectRateLimited = &rejection{status: http.StatusTooManyRequests,
+		reason: resultRateLimited, err: errRateLimited}
 )
 
 // authenticatedVar is the Caddy request variable in which an admitting
@@ -88,7 +97,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	wait, address := h.throttledFor(r, &now)
 	if wait > 0 {
 		setRetryAfter(w, wait)
-		h.protection.anonymous[resultThrottled].Inc()
+		h.protection.anonymous[rejectThrottled.index].Inc()
 		return h.reject(w, r, rejectThrottled, "")
 	}
 
@@ -103,6 +112,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return h.rejectFailure(w, r, rejectMissing, address, &now)
 		}
 		if entry, found = h.keys.lookupDigest(earlier.digest); !found {
+			// A key that an earlier handler accepted is no failure of
+			// the client address, so it is not counted for throttling.
+			h.protection.anonymous[rejectInvalid.index].Inc()
 			return h.reject(w, r, rejectInvalid, "")
 		}
 	case len(values) == 1 && values[0] == "":
@@ -255,7 +267,7 @@ func foldFieldByte(c byte) byte {
 func (h *Handler) rejectFailure(w http.ResponseWriter, r *http.Request, rejected *rejection,
 	address netip.Addr, now *requestTime,
 ) error {
-	h.protection.anonymous[rejected.reason].Inc()
+	h.protection.anonymous[rejected.index].Inc()
 	h.recordFailure(r, address, now)
 	return h.reject(w, r, rejected, "")
 }
@@ -282,7 +294,7 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, rejected *rejec
 		header.Set("Connection", "close")
 	}
 
-	h.countRejection(rejected.reason)
+	h.protection.rejections[rejected.index].Add(1)
 	if entry := h.protection.sampledLogger.Check(zapcore.DebugLevel, "request rejected"); entry != nil {
 		clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 		fields := []zap.Field{

@@ -3,6 +3,7 @@ package apikey
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"net/http/httptest"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // requestsMetric is the full name of requestsTotal.
@@ -265,5 +267,34 @@ func TestMetricsHelpListsResults(t *testing.T) {
 
 	for _, result := range resultLabels {
 		assert.Contains(t, help, result)
+	}
+}
+
+// TestMetricsChainedUnknownKey checks that a second api_key handler that
+// does not know the key an earlier one accepted counts its rejection as
+// invalid, like every other rejection.
+func TestMetricsChainedUnknownKey(t *testing.T) {
+	h := newMailHandler(t)
+	r, _ := newRequestFrom("192.0.2.1")
+	caddyhttp.SetVar(r.Context(), authenticatedVar,
+		&authentication{digest: sha256.Sum256([]byte(backupKey)), client: "backup"})
+	before := requestCounts(t)
+
+	err := h.ServeHTTP(httptest.NewRecorder(), r, new(nextHandler))
+
+	assert.ErrorIs(t, err, errKeyInvalid)
+	assert.Equal(t, map[string]float64{"/invalid": 1}, countDeltas(before, requestCounts(t)))
+}
+
+// TestRejectionKindsIndexed checks that every rejection's index is its
+// position in rejectionKinds and that no two kinds share a reason, since
+// both key the counters and the summary.
+func TestRejectionKindsIndexed(t *testing.T) {
+	reasons := make(map[string]bool)
+	for i, kind := range rejectionKinds {
+		assert.Equal(t, i, kind.index, "index of %s", kind.reason)
+		assert.False(t, reasons[kind.reason], "reason %s used twice", kind.reason)
+		reasons[kind.reason] = true
+		assert.Contains(t, resultLabels, kind.reason)
 	}
 }

@@ -54,11 +54,18 @@ const maxSweepInterval = 10 * time.Second
 // summaryInterval is how often the counts of rejected requests are logged.
 const summaryInterval = time.Minute
 
-// rejectionReasons lists the reasons counted for the periodic summary, in
-// the order they are logged.
-var rejectionReasons = []string{
-	rejectMissing.reason, rejectInvalid.reason, rejectDuplicate.reason,
-	rejectExpired.reason, rejectForbidden.reason, resultThrottled, resultRateLimited,
+// rejectionKinds lists every kind of rejection, in the order that the
+// periodic summary logs them. init sets each rejection's index to its
+// position here, so that counting a rejection needs no lookup by reason.
+var rejectionKinds = [...]*rejection{
+	rejectMissing, rejectInvalid, rejectDuplicate, rejectExpired, rejectForbidden,
+	rejectThrottled, rejectRateLimited,
+}
+
+func init() {
+	for i, kind := range rejectionKinds {
+		kind.index = i
+	}
 }
 
 // protection is the runtime state of throttling, rate limits, metrics and
@@ -69,12 +76,13 @@ type protection struct {
 	// limiterKeys are the rate limiter pool keys this handler holds.
 	limiterKeys []string
 
-	// anonymous are the counters of rejections that name no valid client.
-	anonymous map[string]prometheus.Counter
+	// anonymous are the metric counters, by rejection index, of the
+	// rejections that name no valid client. The other entries are nil.
+	anonymous [len(rejectionKinds)]prometheus.Counter
 
-	// rejections counts rejected requests by reason since the last
-	// summary, in the order of rejectionReasons.
-	rejections [7]atomic.Int64
+	// rejections counts rejected requests by rejection index since the
+	// last summary.
+	rejections [len(rejectionKinds)]atomic.Int64
 
 	// throttlingsStarted counts throttlings since the last summary, since
 	// their log lines are sampled.
@@ -104,10 +112,9 @@ func (h *Handler) provisionProtection(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
-	h.protection.anonymous = make(map[string]prometheus.Counter)
-	for _, result := range []string{rejectMissing.reason, rejectInvalid.reason,
-		rejectDuplicate.reason, resultThrottled} {
-		h.protection.anonymous[result] = requestsTotal.WithLabelValues("", result)
+	for _, kind := range []*rejection{rejectMissing, rejectInvalid, rejectDuplicate,
+		rejectThrottled} {
+		h.protection.anonymous[kind.index] = requestsTotal.WithLabelValues("", kind.reason)
 	}
 
 	h.protection.sampledLogger = sampledLogger(h.logger)
@@ -306,10 +313,10 @@ func (p *protection) releaseThrottled(logger *zap.Logger, now time.Time) {
 // logSummary logs how many requests were rejected since the last summary,
 // by reason, if any were.
 func (p *protection) logSummary(logger *zap.Logger) {
-	fields := make([]zap.Field, 0, len(rejectionReasons)+1)
-	for i, reason := range rejectionReasons {
+	fields := make([]zap.Field, 0, len(rejectionKinds)+1)
+	for i, kind := range rejectionKinds {
 		if count := p.rejections[i].Swap(0); count > 0 {
-			fields = append(fields, zap.Int64(reason, count))
+			fields = append(fields, zap.Int64(kind.reason, count))
 		}
 	}
 	if count := p.throttlingsStarted.Swap(0); count > 0 {
@@ -317,16 +324,6 @@ func (p *protection) logSummary(logger *zap.Logger) {
 	}
 	if len(fields) > 0 {
 		logger.Info("requests rejected since the last summary", fields...)
-	}
-}
-
-// countRejection adds one rejection with reason to the summary.
-func (h *Handler) countRejection(reason string) {
-	for i, known := range rejectionReasons {
-		if known == reason {
-			h.protection.rejections[i].Add(1)
-			return
-		}
 	}
 }
 
