@@ -2,7 +2,6 @@ package apikey
 
 import (
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -110,19 +109,18 @@ func retryAfter(limiter *rate.Limiter, now time.Time) int {
 // parseRate parses "<requests>/<unit>", where unit is s, m, h or a Go
 // duration such as 10s.
 func parseRate(text string) (int, time.Duration, error) {
-	if checkSecret(text) == nil || looksLikeKey(text) {
-		return 0, 0, errors.New("rate (not shown, in case it is a key) is not of the " +
-			"form <requests>/<interval>; write it like 50/s, 600/m or 10/5s")
-	}
+	// Errors show the whole text or nothing of it: a key with a '/' in it,
+	// written in the wrong place, must not be shown in pieces.
+	shown := showToken(text)
 	count, unit, found := strings.Cut(text, "/")
 	if !found {
 		return 0, 0, fmt.Errorf("rate %s has no '/'; write it like 50/s, 600/m or 10/5s",
-			showToken(text))
+			shown)
 	}
 	requests, err := strconv.Atoi(count)
 	if err != nil || requests <= 0 {
-		return 0, 0, fmt.Errorf("rate: %s before the '/' is not a positive whole number "+
-			"of requests", showToken(count))
+		return 0, 0, fmt.Errorf("rate %s: the part before the '/' is not a positive "+
+			"whole number of requests", shown)
 	}
 
 	var interval time.Duration
@@ -136,8 +134,8 @@ func parseRate(text string) (int, time.Duration, error) {
 	default:
 		interval, err = time.ParseDuration(unit)
 		if err != nil || interval <= 0 {
-			return 0, 0, fmt.Errorf("rate: %s after the '/' is not s, m, h or a positive "+
-				"duration such as 10s", showToken(unit))
+			return 0, 0, fmt.Errorf("rate %s: the part after the '/' is not s, m, h or a "+
+				"positive duration such as 10s", shown)
 		}
 	}
 	return requests, interval, nil

@@ -81,6 +81,8 @@ func TestParseRate(t *testing.T) {
 		{"1/1m30s", 1, 90 * time.Second},
 		{"3/500ms", 3, 500 * time.Millisecond},
 		{"1/24h", 1, 24 * time.Hour},
+		// Long enough to pass as a secret, which once made it an error.
+		{"100/1h30m15s500ms", 100, time.Hour + 30*time.Minute + 15*time.Second + 500*time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.text, func(t *testing.T) {
@@ -113,6 +115,7 @@ func TestParseRateErrors(t *testing.T) {
 		{"50/S", "not s, m, h or a positive duration"},
 		{"50/s/s", "not s, m, h or a positive duration"},
 		{"50/sec", "not s, m, h or a positive duration"},
+		{"100/1h30m15s500mx", "(not shown, in case it is a key)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.text, func(t *testing.T) {
