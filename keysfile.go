@@ -100,8 +100,8 @@ func parseKeysFile(path string, content []byte) ([]resolvedKey, error) {
 
 		var expires time.Time
 		if len(fields) == 3 {
-			expires, err = time.Parse(time.RFC3339, fields[2])
-			if err != nil || expires.Unix() <= 0 {
+			expires, err = parseExpiry(fields[2])
+			if err != nil {
 				// The field is not shown: it may be the second half of a
 				// key that contains a space.
 				return nil, fmt.Errorf("%s: %s: the third field is not an RFC 3339 "+
