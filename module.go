@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -283,11 +284,9 @@ func (h *Handler) Validate() error {
 // that Caddy passes to handlers. The option names the config field in the
 // error.
 func checkHeaderName(option, name string) error {
-	for i := 0; i < len(name); i++ {
-		if !isTokenChar(name[i]) {
-			return fmt.Errorf("%s %s is not a valid header field name; "+
-				"use letters, digits and '-'", option, showToken(name))
-		}
+	if !httpguts.ValidHeaderFieldName(name) {
+		return fmt.Errorf("%s %s is not a valid header field name; "+
+			"use letters, digits and '-'", option, showToken(name))
 	}
 	if looksLikeKey(name) {
 		return fmt.Errorf("%s (not shown) looks like a key, and header names are "+
@@ -305,16 +304,6 @@ func checkHeaderName(option, name string) error {
 			"itself; choose another field, such as X-Api-Client", option, name)
 	}
 	return nil
-}
-
-// isTokenChar reports whether c may appear in an HTTP token (RFC 9110,
-// section 5.6.2), the grammar of header field names.
-func isTokenChar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 // Interface guards
