@@ -116,21 +116,10 @@ stop_servers() {
 }
 trap stop_servers EXIT
 
-# wait_for_port PID PORT polls until PORT on 127.0.0.1 accepts connections,
-# and fails if PID exits first or 30 seconds pass.
-wait_for_port() {
-	local pid=$1 port=$2 attempt
-	for ((attempt = 0; attempt < 300; attempt++)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "process $pid exited before listening on port $port; its log is in $results" >&2
-			exit 1
-		fi
-		if (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-			return
-		fi
-		sleep 0.1
-	done
-	echo "nothing listened on 127.0.0.1:$port within 30 s" >&2
+# fail_start ends the run after a server failed to start, pointing to the
+# logs.
+fail_start() {
+	echo "the server logs are in $results" >&2
 	exit 1
 }
 
@@ -155,7 +144,8 @@ run_load() {
 
 	"$loadgen" upstream -listen "127.0.0.1:$upstream_port" 2>"$results/upstream.log" &
 	upstream_pid=$!
-	wait_for_port "$upstream_pid" "$upstream_port"
+	wait_for_listener upstream "$upstream_pid" 127.0.0.1 "$upstream_port" 30 ||
+		fail_start
 
 	# Caddy's autosave and certificates stay inside the results.
 	local state="$results/caddy-state"
@@ -215,7 +205,7 @@ EOF
 		HOME="$state" XDG_CONFIG_HOME="$state/config" XDG_DATA_HOME="$state/data" \
 		"$caddy" run --config "$results/Caddyfile" --adapter caddyfile 2>"$results/caddy.log" &
 	caddy_pid=$!
-	wait_for_port "$caddy_pid" "$http_port"
+	wait_for_listener caddy "$caddy_pid" 127.0.0.1 "$http_port" 30 || fail_start
 
 	local addr="127.0.0.1:$http_port"
 	echo "==> loadgen compare" >&2

@@ -14,6 +14,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/tools.sh
+source scripts/tools.sh
 
 caddy=bin/caddy
 scanner=bin/scanner
@@ -63,29 +65,6 @@ trap stop_all EXIT
 trap 'exit 0' INT
 trap 'exit 143' TERM
 
-# port_open HOST PORT reports whether a TCP connection to HOST:PORT succeeds.
-port_open() {
-	(: <"/dev/tcp/$1/$2") 2>/dev/null
-}
-
-# wait_for NAME PID HOST PORT polls until PID listens on HOST:PORT, and fails
-# if PID exits or start_timeout_seconds pass.
-wait_for() {
-	local name=$1 pid=$2 host=$3 port=$4 attempt
-	for ((attempt = 0; attempt < start_timeout_seconds * 10; attempt++)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "$name exited during start; see its output above" >&2
-			exit 1
-		fi
-		if port_open "$host" "$port"; then
-			return
-		fi
-		sleep 0.1
-	done
-	echo "$name did not listen on $host:$port within $start_timeout_seconds s" >&2
-	exit 1
-}
-
 for port in "$gateway_port" "$scanner_port" "$admin_port"; do
 	if port_open 127.0.0.1 "$port" || port_open localhost "$port"; then
 		echo "Port $port is already in use. Stop what listens there, or move the demo" >&2
@@ -96,11 +75,13 @@ done
 
 "$scanner" -listen "$scanner_address" &
 scanner_pid=$!
-wait_for scanner "$scanner_pid" 127.0.0.1 "$scanner_port"
+wait_for_listener scanner "$scanner_pid" 127.0.0.1 "$scanner_port" \
+	"$start_timeout_seconds" || exit 1
 
 "$caddy" run --config Caddyfile.example --adapter caddyfile &
 caddy_pid=$!
-wait_for caddy "$caddy_pid" localhost "$gateway_port"
+wait_for_listener caddy "$caddy_pid" localhost "$gateway_port" \
+	"$start_timeout_seconds" || exit 1
 
 url="$gateway_address/scanner/scan/"
 {

@@ -36,3 +36,27 @@ local_goproxy() {
 	first="$(go env GOPROXY | cut -d, -f1)"
 	echo "$first|off"
 }
+
+# port_open HOST PORT reports whether a TCP connection to HOST:PORT succeeds.
+port_open() {
+	(: <"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+# wait_for_listener NAME PID HOST PORT SECONDS polls until a TCP connection
+# to HOST:PORT succeeds. It prints why and returns 1 if the process PID,
+# called NAME in the message, exits first or SECONDS pass.
+wait_for_listener() {
+	local name=$1 pid=$2 host=$3 port=$4 seconds=$5 attempt
+	for ((attempt = 0; attempt < seconds * 10; attempt++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "$name exited before listening on $host:$port" >&2
+			return 1
+		fi
+		if port_open "$host" "$port"; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "$name did not listen on $host:$port within $seconds s" >&2
+	return 1
+}
