@@ -490,13 +490,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 
 			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
 
-			require.Error(t, err)
-			for _, want := range tt.want {
-				assert.Contains(t, err.Error(), want)
-			}
-			for _, secret := range tt.secrets {
-				assert.NotContains(t, err.Error(), secret)
-			}
+			requireErrorContains(t, err, tt.want, tt.secrets)
 		})
 	}
 }
@@ -536,6 +530,19 @@ func adaptedRoutes(t *testing.T, config []byte) []adaptedRoute {
 	server, found := parsed.Apps.HTTP.Servers["srv0"]
 	require.True(t, found, "no server srv0 in %s", config)
 	return server.Routes
+}
+
+// adaptedHandler adapts a Caddyfile and returns the handler of its route,
+// decoded from the JSON but not provisioned. It fails the test unless the
+// server "srv0" has exactly one route with one handler.
+func adaptedHandler(t *testing.T, input string) *Handler {
+	t.Helper()
+	routes := adaptedRoutes(t, adaptCaddyfile(t, input))
+	require.Len(t, routes, 1)
+	require.Len(t, routes[0].Handle, 1)
+	h := new(Handler)
+	require.NoError(t, json.Unmarshal(routes[0].Handle[0], h))
+	return h
 }
 
 func TestCaddyfileMatcher(t *testing.T) {
@@ -591,14 +598,9 @@ func TestCaddyfileParseErrorPosition(t *testing.T) {
 // the handler then fails to provision for lack of keys.
 func TestCaddyfileUnsetEnvShorthand(t *testing.T) {
 	unsetEnv(t, "APIKEY_TEST_UNSET")
-	config := adaptCaddyfile(t, ":8080 {\n\tapi_key /scanner/* {$APIKEY_TEST_UNSET}\n}\n")
-	routes := adaptedRoutes(t, config)
-	require.Len(t, routes, 1)
-	require.Len(t, routes[0].Handle, 1)
-	var h Handler
-	require.NoError(t, json.Unmarshal(routes[0].Handle[0], &h))
+	h := adaptedHandler(t, ":8080 {\n\tapi_key /scanner/* {$APIKEY_TEST_UNSET}\n}\n")
 
-	err := provisionError(t, &h)
+	err := provisionError(t, h)
 
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "no API keys configured")
@@ -609,14 +611,9 @@ func TestCaddyfileUnsetEnvShorthand(t *testing.T) {
 // matcher, and the handler, left without keys, fails to provision.
 func TestCaddyfileShorthandSlashKey(t *testing.T) {
 	t.Setenv("APIKEY_TEST_SLASH", "/"+mailKey)
-	config := adaptCaddyfile(t, ":8080 {\n\tapi_key {$APIKEY_TEST_SLASH}\n}\n")
-	routes := adaptedRoutes(t, config)
-	require.Len(t, routes, 1)
-	require.Len(t, routes[0].Handle, 1)
-	var h Handler
-	require.NoError(t, json.Unmarshal(routes[0].Handle[0], &h))
+	h := adaptedHandler(t, ":8080 {\n\tapi_key {$APIKEY_TEST_SLASH}\n}\n")
 
-	err := provisionError(t, &h)
+	err := provisionError(t, h)
 
 	assert.Empty(t, h.Keys)
 	require.Error(t, err)
@@ -629,7 +626,7 @@ func TestCaddyfileShorthandSlashKey(t *testing.T) {
 // JSON and checks which keys it admits before and after the expiry.
 func TestCaddyfileKeyOptionsProvision(t *testing.T) {
 	keysFile := writeKeysFile(t, "scanner "+scannerKey+"\nbackup "+backupKey+"\n", 0o600)
-	config := adaptCaddyfile(t, ":8080 {\n"+
+	h := adaptedHandler(t, ":8080 {\n"+
 		"\tapi_key {\n"+
 		"\t\tkey mailserver "+digestOf(mailKey)+" {\n"+
 		"\t\t\texpires 2027-01-31T00:00:00Z\n"+
@@ -639,20 +636,15 @@ func TestCaddyfileKeyOptionsProvision(t *testing.T) {
 		"\t\tallow scanner\n"+
 		"\t}\n"+
 		"}\n")
-	routes := adaptedRoutes(t, config)
-	require.Len(t, routes, 1)
-	require.Len(t, routes[0].Handle, 1)
-	var h Handler
-	require.NoError(t, json.Unmarshal(routes[0].Handle[0], &h))
 	now := time.Date(2027, 1, 30, 0, 0, 0, 0, time.UTC)
 	h.now = func() time.Time { return now }
-	provisionHandler(t, &h)
+	provisionHandler(t, h)
 
-	mailBefore := serveWithKey(&h, mailKey)
-	scanner := serveWithKey(&h, scannerKey)
-	backup := serveWithKey(&h, backupKey)
+	mailBefore := serveWithKey(h, mailKey)
+	scanner := serveWithKey(h, scannerKey)
+	backup := serveWithKey(h, backupKey)
 	now = time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)
-	mailAfter := serveWithKey(&h, mailKey)
+	mailAfter := serveWithKey(h, mailKey)
 
 	assert.NoError(t, mailBefore.err)
 	assert.NoError(t, scanner.err)
@@ -826,14 +818,8 @@ func TestUnmarshalCaddyfileProtectionErrors(t *testing.T) {
 
 			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
 
-			require.Error(t, err)
+			requireErrorContains(t, err, tt.want, tt.secrets)
 			assert.Contains(t, err.Error(), fmt.Sprintf("Testfile:%d", line))
-			for _, want := range tt.want {
-				assert.Contains(t, err.Error(), want)
-			}
-			for _, secret := range tt.secrets {
-				assert.NotContains(t, err.Error(), secret)
-			}
 		})
 	}
 }
@@ -842,7 +828,7 @@ func TestUnmarshalCaddyfileProtectionErrors(t *testing.T) {
 // and rate lines, loads the handler from the JSON and checks that both
 // take effect.
 func TestCaddyfileProtectionProvision(t *testing.T) {
-	config := adaptCaddyfile(t, ":8080 {\n"+
+	h := adaptedHandler(t, ":8080 {\n"+
 		"\tapi_key {\n"+
 		"\t\tkey mailserver {env.APIKEY_TEST_MAIL}\n"+
 		"\t\tkey scanner {env.APIKEY_TEST_SCANNER}\n"+
@@ -853,19 +839,14 @@ func TestCaddyfileProtectionProvision(t *testing.T) {
 		"}\n")
 	t.Setenv("APIKEY_TEST_MAIL", mailKey)
 	t.Setenv("APIKEY_TEST_SCANNER", scannerKey)
-	routes := adaptedRoutes(t, config)
-	require.Len(t, routes, 1)
-	require.Len(t, routes[0].Handle, 1)
-	var h Handler
-	require.NoError(t, json.Unmarshal(routes[0].Handle[0], &h))
 	clock := newTestClock(rateStart)
 	h.now = clock.Now
-	provisionWithCleanup(t, &h)
+	provisionWithCleanup(t, h)
 
-	mail := admitted(&h, mailKey, 5)
-	scanner := admitted(&h, scannerKey, 10)
-	failFrom(t, &h, testClientIP, 3)
-	throttled := serveWithKey(&h, scannerKey)
+	mail := admitted(h, mailKey, 5)
+	scanner := admitted(h, scannerKey, 10)
+	failFrom(t, h, testClientIP, 3)
+	throttled := serveWithKey(h, scannerKey)
 
 	assert.Equal(t, 1, mail, "rate mailserver 2/m burst 1")
 	assert.Equal(t, 5, scanner, "rate * 5/h")
@@ -891,22 +872,13 @@ func TestCaddyfileRateConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			config := adaptCaddyfile(t, ":8080 {\n\tapi_key {\n"+
+			h := adaptedHandler(t, ":8080 {\n\tapi_key {\n"+
 				"\t\tkey mailserver "+mailKey+"\n\t\t"+tt.lines+"\n\t}\n}\n")
-			routes := adaptedRoutes(t, config)
-			require.Len(t, routes, 1)
-			require.Len(t, routes[0].Handle, 1)
-			var h Handler
-			require.NoError(t, json.Unmarshal(routes[0].Handle[0], &h))
 			t.Cleanup(func() { _ = h.Cleanup() })
 
-			err := provisionError(t, &h)
+			err := provisionError(t, h)
 
-			require.Error(t, err)
-			for _, want := range tt.want {
-				assert.Contains(t, err.Error(), want)
-			}
-			assert.NotContains(t, err.Error(), mailKey)
+			requireErrorContains(t, err, tt.want, []string{mailKey})
 		})
 	}
 }

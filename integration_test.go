@@ -476,8 +476,9 @@ func TestIntegrationPathVariants(t *testing.T) {
 }
 
 // rawExchange writes request to 127.0.0.1:9080 as it is and returns the
-// first response, read within 10 seconds.
-func rawExchange(t *testing.T, request string) *http.Response {
+// first response, read within 10 seconds. msgAndArgs, in testify's form,
+// is the failure message if no response arrives.
+func rawExchange(t *testing.T, request string, msgAndArgs ...any) *http.Response {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", "127.0.0.1:9080", 5*time.Second)
 	require.NoError(t, err)
@@ -486,7 +487,7 @@ func rawExchange(t *testing.T, request string) *http.Response {
 	_, err = io.WriteString(conn, request)
 	require.NoError(t, err)
 	response, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	require.NoError(t, err)
+	require.NoError(t, err, msgAndArgs...)
 	return response
 }
 
@@ -905,23 +906,17 @@ func TestIntegrationExpectContinue(t *testing.T) {
 	up := startProxySite(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			conn, err := net.DialTimeout("tcp", "127.0.0.1:9080", 5*time.Second)
-			require.NoError(t, err)
-			defer conn.Close()
-			require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
-			_, err = io.WriteString(conn, "POST /scanner/upload HTTP/1.1\r\n"+
-				"Host: localhost:9080\r\n"+
-				"Content-Type: application/octet-stream\r\n"+
-				"Content-Length: 2000000\r\n"+
-				"Expect: 100-continue\r\n"+
-				tt.keyHeader+
-				"\r\n")
-			require.NoError(t, err)
+			request := "POST /scanner/upload HTTP/1.1\r\n" +
+				"Host: localhost:9080\r\n" +
+				"Content-Type: application/octet-stream\r\n" +
+				"Content-Length: 2000000\r\n" +
+				"Expect: 100-continue\r\n" +
+				tt.keyHeader +
+				"\r\n"
 
-			response, err := http.ReadResponse(bufio.NewReader(conn), nil)
-
-			require.NoError(t, err, "no response within 10 s to a rejected request "+
+			response := rawExchange(t, request, "no response within 10 s to a rejected request "+
 				"that expects 100 Continue")
+
 			_ = response.Body.Close()
 			assert.Equal(t, http.StatusUnauthorized, response.StatusCode)
 			assert.Equal(t, `APIKey header="X-API-KEY"`, response.Header.Get("Www-Authenticate"))

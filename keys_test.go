@@ -447,14 +447,8 @@ func TestNewKeyringErrors(t *testing.T) {
 
 			ring, err := buildKeyring(keys)
 
-			require.Error(t, err)
+			requireErrorContains(t, err, tt.want, tt.secrets)
 			assert.Nil(t, ring)
-			for _, want := range tt.want {
-				assert.Contains(t, err.Error(), want)
-			}
-			for _, secret := range tt.secrets {
-				assert.NotContains(t, err.Error(), secret)
-			}
 		})
 	}
 }

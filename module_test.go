@@ -104,11 +104,7 @@ func TestProvisionHeaderErrors(t *testing.T) {
 
 			err := provisionError(t, h)
 
-			require.Error(t, err)
-			for _, want := range tt.want {
-				assert.Contains(t, err.Error(), want)
-			}
-			assert.NotContains(t, err.Error(), mailKey)
+			requireErrorContains(t, err, tt.want, []string{mailKey})
 		})
 	}
 }
@@ -173,13 +169,7 @@ func TestProvisionKeyErrors(t *testing.T) {
 
 			err := provisionError(t, h)
 
-			require.Error(t, err)
-			for _, want := range tt.want {
-				assert.Contains(t, err.Error(), want)
-			}
-			for _, secret := range tt.secrets {
-				assert.NotContains(t, err.Error(), secret)
-			}
+			requireErrorContains(t, err, tt.want, tt.secrets)
 		})
 	}
 }
@@ -401,15 +391,9 @@ func TestProvisionKeysFileErrors(t *testing.T) {
 
 			err := provisionError(t, h)
 
-			require.Error(t, err)
+			requireErrorContains(t, err, tt.want, []string{mailKey, scannerKey, backupKey})
 			if path != "" {
 				assert.Contains(t, err.Error(), path)
-			}
-			for _, want := range tt.want {
-				assert.Contains(t, err.Error(), want)
-			}
-			for _, secret := range []string{mailKey, scannerKey, backupKey} {
-				assert.NotContains(t, err.Error(), secret)
 			}
 		})
 	}

@@ -404,14 +404,8 @@ func TestProvisionRateLimitErrors(t *testing.T) {
 
 			err := provisionError(t, h)
 
-			require.Error(t, err)
-			for _, want := range tt.want {
-				assert.Contains(t, err.Error(), want)
-			}
+			requireErrorContains(t, err, tt.want, tt.secrets)
 			assert.NotContains(t, err.Error(), mailKey)
-			for _, secret := range tt.secrets {
-				assert.NotContains(t, err.Error(), secret)
-			}
 		})
 	}
 }
